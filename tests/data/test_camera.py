@@ -55,7 +55,7 @@ def test_distortion_identity_and_radial():
     cam.distortion = Distortion("opencv", (0.1, 0, 0, 0, 0, 0, 0, 0))
     xn = (uv0 - [cam.cx, cam.cy]) / [cam.fx, cam.fy]
     r2 = (xn**2).sum()
-    np.testing.assert_allclose(cam.project(p)[0], [cam.cx, cam.cy] + xn[0] * (1 + 0.1 * r2) * [cam.fx, cam.fy])
+    np.testing.assert_allclose(cam.project(p)[0][0], [cam.cx, cam.cy] + xn[0] * (1 + 0.1 * r2) * [cam.fx, cam.fy])
 
 
 def test_invalid_size_rejected():
