@@ -61,3 +61,15 @@ def test_distortion_identity_and_radial():
 def test_invalid_size_rejected():
     with pytest.raises(ValueError):
         Camera.from_intrinsics(1, 1, 0, 0, 0, 10, np.eye(4))
+
+
+def test_zero_coefficient_fisheye_is_not_a_pinhole():
+    cam = _look_at_cam([3, 1, 1], [0, 0, 0.5])
+    p = np.array([[0.3, 0.2, 0.9]])
+    pinhole_uv, _ = cam.project(p)
+    cam.distortion = Distortion("fisheye", (0.0, 0.0, 0.0, 0.0))
+    assert not cam.distortion.is_identity()
+    fish_uv, _ = cam.project(p)
+    xn = (pinhole_uv[0] - [cam.cx, cam.cy]) / [cam.fx, cam.fy]
+    r = np.linalg.norm(xn)
+    np.testing.assert_allclose(fish_uv[0], [cam.cx, cam.cy] + xn * np.arctan(r) / r * [cam.fx, cam.fy])

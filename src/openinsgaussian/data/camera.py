@@ -29,7 +29,9 @@ class Distortion:
     coeffs: tuple[float, ...]
 
     def is_identity(self) -> bool:
-        return all(c == 0.0 for c in self.coeffs)
+        """True when projecting with this model equals the ideal pinhole (never for fisheye,
+        whose equidistant mapping bends rays even with zero coefficients)."""
+        return self.model == "opencv" and all(c == 0.0 for c in self.coeffs)
 
     def apply(self, xn: np.ndarray) -> np.ndarray:
         """Distort normalised image coordinates ``xn [N,2]`` (x/z, y/z)."""
