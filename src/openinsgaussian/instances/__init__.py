@@ -1,0 +1,86 @@
+"""The method's core math as pure tensor functions: stage-1 losses, k-means, the two-level
+codebook, pseudo labels, 3D-2D association and language aggregation. No I/O, no rendering."""
+
+from .aggregation import (
+    StreamingAttention,
+    aggregate_attention,
+    aggregate_attention_sparse,
+    aggregate_mean,
+    attention_compat_vectorised,
+    attention_weights,
+)
+from .association import (
+    AssociationAccumulator,
+    ViewMatch,
+    associate_view,
+    association_score,
+    expand_matches,
+    gather_view_features,
+    leaf_means_from_maps,
+    leaf_pixel_stats,
+    pick_matches,
+)
+from .codebook import (
+    CodebookConfig,
+    TwoLevelCodebook,
+    active_root,
+    adaptive_k2,
+    coarse_features,
+    quantize_st,
+    should_reassign,
+)
+from .kmeans import KMeansResult, assign, kmeans, kmeans_plusplus, update_centers
+from .losses import (
+    InstanceLoss,
+    instance_loss,
+    inter_mask_loss,
+    intra_mask_loss,
+    mask_means,
+    pseudo_feature_loss,
+    rank_weights,
+    to_render_space,
+)
+from .pseudo import PseudoLabels, count_cluster_objects, ids_to_masks, masks_to_ids, pseudo_features
+
+__all__ = [
+    "AssociationAccumulator",
+    "CodebookConfig",
+    "InstanceLoss",
+    "KMeansResult",
+    "PseudoLabels",
+    "StreamingAttention",
+    "TwoLevelCodebook",
+    "ViewMatch",
+    "active_root",
+    "adaptive_k2",
+    "aggregate_attention",
+    "aggregate_attention_sparse",
+    "aggregate_mean",
+    "assign",
+    "associate_view",
+    "association_score",
+    "attention_compat_vectorised",
+    "attention_weights",
+    "coarse_features",
+    "count_cluster_objects",
+    "expand_matches",
+    "gather_view_features",
+    "ids_to_masks",
+    "instance_loss",
+    "inter_mask_loss",
+    "intra_mask_loss",
+    "kmeans",
+    "kmeans_plusplus",
+    "leaf_means_from_maps",
+    "leaf_pixel_stats",
+    "mask_means",
+    "masks_to_ids",
+    "pick_matches",
+    "pseudo_feature_loss",
+    "pseudo_features",
+    "quantize_st",
+    "rank_weights",
+    "should_reassign",
+    "to_render_space",
+    "update_centers",
+]
