@@ -172,3 +172,31 @@ def test_sentinel_ids_ignored_and_overlapping_masks_in_stack_path():
     assert got.match_idx[0] == 4
     assert torch.equal(got.match_idx, ref.match_idx)
     torch.testing.assert_close(got.match_score, ref.match_score)
+
+
+def test_one_pass_uses_alpha_silhouette_for_an_isolated_rendered_leaf():
+    """A lone Gaussian whose mask is exactly its alpha > 0.8 region must match (score 1)."""
+    import numpy as np
+
+    from openinsgaussian.data.camera import Camera
+    from openinsgaussian.instances.association import associate_view, association_score
+    from openinsgaussian.render import render
+
+    cam = Camera.from_intrinsics(40.0, 40.0, 16.0, 16.0, 32, 32, np.eye(4))
+    feat = torch.tensor([[0.2, 0.4, 0.6, 0.8, 0.1, 0.3]])
+    out = render(
+        torch.tensor([[0.0, 0.0, 2.0]]), torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+        torch.full((1, 3), 0.15), torch.tensor([0.95]), feat, cam,
+        backend="reference", return_ids=True,
+    )
+    alpha = out.alpha[0]  # [H, W]
+    sil = alpha > 0.8
+    assert 0 < int(sil.sum()) < int((out.top_id >= 0).sum())  # the box reaches far beyond the silhouette
+    mask_ids = sil.long()  # mask 1 = the silhouette
+    mask_feats = torch.cat([torch.zeros(1, 6), out.image[:, sil].mean(1, keepdim=True).T])  # [2, 6]
+    ref = association_score(sil[None], torch.stack([torch.zeros_like(sil), sil]), out.image[:, sil].mean(1)[None],
+                            mask_feats)
+    assert ref[0, 1] > 0.99
+    with_alpha = associate_view(out.top_id, mask_ids, mask_feats, 1, feat_map=out.image, alpha=out.alpha)
+    assert bool(with_alpha.matched[0]) and int(with_alpha.match_idx[0]) == 1
+    assert float(with_alpha.match_score[0]) == pytest.approx(float(ref[0, 1]), abs=1e-5)

@@ -60,6 +60,13 @@ def load_rgb(path: Path, size: tuple[int, int], background: tuple[float, float, 
         bg = np.asarray(background, dtype=np.float32).reshape(1, 1, 3)
         rgb = rgba[..., :3] * rgba[..., 3:4] + bg * (1.0 - rgba[..., 3:4])
         return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit grayscale: PIL's convert clips
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F":
+            top = 1.0 if arr.max() <= 1.0 else top
+        gray = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 

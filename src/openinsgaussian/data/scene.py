@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,14 @@ class Scene:
     def __post_init__(self) -> None:
         if not self.train_frames:
             raise DataError(self.root, "no usable training frames", "check that the images exist and poses are finite")
+        distorted = sorted({f.camera.distortion.model for f in self.frames
+                            if f.camera.distortion is not None and not f.camera.distortion.is_identity()})
+        if distorted:
+            msg = (f"cameras carry lens distortion ({', '.join(distorted)}) but rendering uses the ideal "
+                   "pinhole; undistort the images first (e.g. colmap image_undistorter)")
+            if msg not in self.problems:
+                self.problems.append(msg)
+                warnings.warn(f"{self.root}: {msg}", stacklevel=2)
         if self.points is not None:
             self.points = np.asarray(self.points, dtype=np.float32).reshape(-1, 3)
             n = len(self.points)

@@ -8,16 +8,18 @@ that view (mask index 0).
 Two ways to get π_l and μ_l:
 
 * **one pass** (:func:`associate_view`, our default): one render of the view with per-pixel
-  top-contributor leaf ids; π_l = pixels whose id is l, μ_l = mean of the full rendered
-  continuous feature map over them. One scatter over (leaf, mask) pixel pairs gives every IoU.
+  top-contributor leaf ids; π_l = pixels whose id is l where the rendered alpha > 0.8 (the
+  public code's silhouette threshold), μ_l = mean of the full rendered continuous feature map
+  over them. One scatter over (leaf, mask) pixel pairs gives every IoU.
   Cost per view: one render and ``O(H·W)`` work, instead of one render per leaf.
 * **per leaf** (:func:`association_score`): the public code's path, every leaf rendered alone
   with π_l = alpha > 0.8 (leaves with fewer than 10 visible Gaussians skipped). Kept as the
   reference the one-pass result is compared with.
 
-The two agree exactly when leaves do not occlude or overlap each other in the view; otherwise
-the one-pass silhouettes are the visible parts (occluded parts of a leaf are not counted), which
-is what a mask in the image can actually cover.
+The two agree when a leaf is the only content of its pixels (no other leaf, and no unassigned
+Gaussian, in front of or blended with it); otherwise the one-pass silhouettes are the visible
+parts (occluded parts of a leaf are not counted, and alpha is that of the whole render), which is
+what a mask in the image can actually cover.
 
 Mask numbering everywhere: index 0 is the dummy "no mask", ``j = 1..m`` are the view's masks, and
 row ``j - 1`` of the view's language table belongs to mask j.
@@ -198,6 +200,8 @@ def associate_view(
     leaf_means: Tensor | None = None,
     min_pixels: int = 10,
     score_thresh: float = SCORE_THRESH,
+    alpha: Tensor | None = None,
+    alpha_thresh: float = 0.8,
 ) -> ViewMatch:
     """One-pass association of every leaf with the pseudo masks of one view.
 
@@ -214,12 +218,19 @@ def associate_view(
         min_pixels: leaves covering fewer pixels are not matched in this view. This replaces the
             code's "at least 10 visible Gaussians", which applies to per-leaf renders.
         score_thresh: acceptance threshold on S.
+        alpha: ``[H, W]`` or ``[1, H, W]`` rendered alpha; pixels with alpha <= ``alpha_thresh``
+            belong to no leaf (the silhouette rule π = alpha > 0.8 of METHOD §5.1). Without it,
+            every pixel with a top contributor counts, down to blending weights near 1/255.
+        alpha_thresh: silhouette threshold on ``alpha``.
 
     Returns:
         :class:`ViewMatch` over all L leaves.
     """
     if leaf_map.dim() != 2:
         raise DataError(None, f"leaf_map must be [H,W], got shape {tuple(leaf_map.shape)}")
+    if alpha is not None:
+        alpha = alpha.reshape(leaf_map.shape)
+        leaf_map = torch.where(alpha > alpha_thresh, leaf_map, torch.full_like(leaf_map, -1))
     if masks.shape[-2:] != leaf_map.shape or masks.dim() not in (2, 3):
         raise DataError(
             None,
