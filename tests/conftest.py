@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import json
+
 import pytest
 import torch
 
@@ -45,3 +47,33 @@ def lerf_labels_dir(shared_data: Path) -> Path:
     if not p.is_dir():
         pytest.skip(f"LeRF-OVS labels not found at {p}")
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_configs(tmp_path_factory) -> list[str]:
+    """Register the tiny open_clip configs (once per session)."""
+    from openinsgaussian.perception.tvcompat import import_open_clip
+
+    from tests.perception.perception_fixtures import TINY_CONFIGS, TINY_CONVNEXT
+
+    oc = import_open_clip()
+    d = tmp_path_factory.mktemp("open_clip_configs")
+    for name, cfg in TINY_CONFIGS.items():
+        (d / f"{name}.json").write_text(json.dumps(cfg))
+    oc.add_model_config(d)
+    return list(TINY_CONFIGS)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tiny_clip_configs, tmp_path_factory) -> Path:
+    """A randomly initialised tiny ConvNeXt CLIP state dict on disk."""
+    from openinsgaussian.perception.tvcompat import import_open_clip
+
+    from tests.perception.perception_fixtures import TINY_CONFIGS, TINY_CONVNEXT
+
+    oc = import_open_clip()
+    torch.manual_seed(0)
+    model = oc.create_model(TINY_CONVNEXT, pretrained=None)
+    path = tmp_path_factory.mktemp("clip") / "tiny_convnext.pt"
+    torch.save(model.state_dict(), path)
+    return path

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import tyro
 
 from .errors import OpenInsError
+from .perception.preprocess import PreprocessConfig
 
 Preset = Literal["tiny", "small", "default"]
 
@@ -97,9 +98,49 @@ def demo(out: Path = Path("outputs/demo"), seed: int = 0, preset: Preset = "defa
     run_demo(out=out, seed=seed, preset=preset)
 
 
+def preprocess(cfg: Annotated["PreprocessConfig", tyro.conf.arg(name="")]) -> None:
+    """Masks and per-mask language features for every image, cached in the LangSplat layout.
+
+    Resumable: images whose cache entry exists are skipped.
+    """
+    from .perception.preprocess import run_preprocess
+
+    out = run_preprocess(cfg)
+    print(f"cache written to {out}")
+
+
+def encode_text(
+    phrases: Annotated[list[str], tyro.conf.Positional],
+    out: Path = Path("text_features.json"),
+    model: str = "convnext_base_w",
+    pretrained: str = "laion2b_s13b_b82k_augreg",
+    checkpoint: Path | None = None,
+    template: str = "{}",
+    device: str = "auto",
+) -> None:
+    """Write an OpenGaussian-compatible text_features.json for any list of phrases.
+
+    Args:
+        phrases: Phrases to embed, e.g. "chair" "red mug".
+        out: Output JSON path.
+        model: open_clip model name (ViT-B-16 for the OpenGaussian baseline).
+        pretrained: open_clip pretrained tag (laion2b_s34b_b88k for ViT-B-16).
+        checkpoint: Local checkpoint file instead of the pretrained tag (also OIG_CLIP_CHECKPOINT).
+        template: Prompt template; "{}" embeds the bare phrase.
+        device: auto, cpu or cuda.
+    """
+    from .query.text_features import encode_phrases, write_text_features
+
+    feats = encode_phrases(phrases, model, pretrained, checkpoint, template, device)
+    write_text_features(out, feats)
+    print(f"{len(feats)} phrase(s), {len(next(iter(feats.values())))}-d, written to {out}")
+
+
 COMMANDS = {
     "synth": synth,
     "info": info,
+    "preprocess": preprocess,
+    "encode-text": encode_text,
     "demo": demo,
 }
 

@@ -7,31 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from perception_fixtures import TINY_CONFIGS, TINY_CONVNEXT, tiny_sam
+from tests.perception.perception_fixtures import TINY_CONFIGS, TINY_CONVNEXT, tiny_sam
 
-from openinsgaussian.perception.tvcompat import import_open_clip, import_segment_anything
-
-
-@pytest.fixture(scope="session")
-def tiny_clip_configs(tmp_path_factory) -> list[str]:
-    """Register the tiny open_clip configs (once per session)."""
-    oc = import_open_clip()
-    d = tmp_path_factory.mktemp("open_clip_configs")
-    for name, cfg in TINY_CONFIGS.items():
-        (d / f"{name}.json").write_text(json.dumps(cfg))
-    oc.add_model_config(d)
-    return list(TINY_CONFIGS)
-
-
-@pytest.fixture(scope="session")
-def tiny_clip_checkpoint(tiny_clip_configs, tmp_path_factory) -> Path:
-    """A randomly initialised tiny ConvNeXt CLIP state dict on disk."""
-    oc = import_open_clip()
-    torch.manual_seed(0)
-    model = oc.create_model(TINY_CONVNEXT, pretrained=None)
-    path = tmp_path_factory.mktemp("clip") / "tiny_convnext.pt"
-    torch.save(model.state_dict(), path)
-    return path
+from openinsgaussian.perception.tvcompat import import_open_clip, import_segment_anything  # noqa: F401
 
 
 @pytest.fixture(scope="session")

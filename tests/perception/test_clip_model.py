@@ -11,7 +11,7 @@ from openinsgaussian.errors import ConfigError, ModelLoadError
 from openinsgaussian.perception import clip_model as cm
 from openinsgaussian.perception.clip_model import ClipModel
 
-from perception_fixtures import TINY_CONVNEXT, TINY_VIT
+from tests.perception.perception_fixtures import TINY_CONVNEXT, TINY_VIT
 
 
 def test_checkpoint_loading_restores_the_saved_weights(tiny_clip, tiny_clip_checkpoint):

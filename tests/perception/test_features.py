@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from perception_fixtures import blocks_image
+from tests.perception.perception_fixtures import blocks_image
 
 from openinsgaussian.errors import ConfigError
 from openinsgaussian.perception.features import (

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from perception_fixtures import blocks_image, make_scene, tiny_sam
+from tests.perception.perception_fixtures import blocks_image, make_scene, tiny_sam
 
 from openinsgaussian.errors import ConfigError, DataError, ModelLoadError
 from openinsgaussian.perception import LEVELS

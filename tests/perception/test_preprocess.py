@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from perception_fixtures import TINY_CONVNEXT, make_scene
+from tests.perception.perception_fixtures import TINY_CONVNEXT, make_scene
 
 from openinsgaussian.errors import ConfigError
 from openinsgaussian.perception import LEVELS

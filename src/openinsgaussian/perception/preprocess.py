@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import tyro
 
 from .. import __version__
 from ..data.scene import Frame, Scene
@@ -39,7 +40,7 @@ META_NAME = "preprocess.json"
 class PreprocessConfig:
     """Masks and per-mask language features for every image of a scene (the LangSplat cache)."""
 
-    data: Path
+    data: tyro.conf.Positional[Path]
     """Scene folder (ScanNet / COLMAP / Blender / synthetic)."""
     output: Path | None = None
     """Cache folder (default: <scene>/language_features, where the trainer looks for it)."""
