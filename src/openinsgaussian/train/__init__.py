@@ -1,0 +1,18 @@
+"""Stage orchestration: the shared loop, checkpoints, schedules, losses and the training stages."""
+
+from .photometric import l1, photometric_loss, psnr, ssim
+from .run_dir import RunDir
+from .stage0 import Stage0Config, export_run, run_train, stage0_preset, train_stage0
+
+__all__ = [
+    "RunDir",
+    "Stage0Config",
+    "export_run",
+    "l1",
+    "photometric_loss",
+    "psnr",
+    "run_train",
+    "ssim",
+    "stage0_preset",
+    "train_stage0",
+]
