@@ -1,0 +1,462 @@
+"""The whole training chain: preprocessing cache -> stage 0 -> 1 -> 2 -> 3, resumable per stage.
+
+:class:`PipelineConfig` composes the stage configs with the input (mask / language) options and
+one seed, with named presets:
+
+* ``scannet`` / ``lerf``: the published schedules and hyper-parameters (METHOD §9): 30k 3DGS +
+  20k / 10k instance features + 20k / 10k coarse + 20k fine steps, k1/k2 64/5 and 64/10,
+  pos_weight 1.0 / 0.5, SAM level 0 / 3, CLIP (ConvNeXt, fused) features, SAM masks.
+* ``synthetic``: the built-in room with ground-truth masks and the oracle language source, on a
+  short schedule for a CPU; the codebook cadences are shortened in proportion (see
+  :func:`pipeline_preset`).
+
+:func:`run_pipeline` writes the resolved config to ``config.yml`` (section ``pipeline``) and runs
+the stages in order. A finished stage (its outputs exist) is skipped; an interrupted one resumes
+from its newest checkpoint when ``resume=True``. ``metrics/pipeline.json`` records the wall time
+of every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ..data.scene import Frame, Scene
+from ..errors import ConfigError, RunError
+from ..instances.codebook import CodebookConfig, TwoLevelCodebook
+from ..instances.io import Instances, load_instances
+from ..io import write_json
+from ..query.run import QueryConfig
+from ..splats.gaussians import GaussianModel
+from .checkpoint import list_checkpoints, load_latest_checkpoint
+from .inputs import InputsConfig, TrainingInputs, load_training_inputs
+from .run_dir import STAGES, RunDir, apply_overrides, dataclass_to_dict, dict_to_dataclass
+from .stage0 import Stage0Config, prepare_frames, resolve_device, stage0_preset, train_stage0
+from .stage1 import Stage1Config, stage1_done, train_stage1
+from .stage2 import CODEBOOK_FILE, Stage2Config, load_codebook, stage2_done, train_stage2
+from .stage3 import Stage3Config, stage3_done, train_stage3
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("synthetic", "scannet", "lerf")
+Backend = Literal["auto", "reference", "cpu", "gsplat"]
+SECTION = "pipeline"
+
+
+@dataclass
+class PipelineConfig:
+    """The full training chain of one scene (stages 0-3) and the query defaults of the run."""
+
+    preset: str = "synthetic"
+    """Name of the preset the config started from (synthetic, scannet, lerf)."""
+    seed: int = 0
+    """One seed for everything: initialisation, view order, k-means, oracle corruption."""
+    device: str = "auto"
+    """Torch device: auto (cuda when available), cpu, cuda, cuda:1, ..."""
+    backend: Backend = "auto"
+    """Rasteriser backend of every stage."""
+    progress: bool = True
+    """Show progress bars."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default). On a busy or small machine 1 is often fastest for
+    the CPU rasteriser, which parallelises inside one render."""
+    inputs: InputsConfig = field(default_factory=InputsConfig)
+    """Masks and language features (SAM level, cache folder, sources used to build the cache)."""
+    stage0: Stage0Config = field(default_factory=Stage0Config)
+    """Photometric 3DGS."""
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    """Instance features."""
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    """Two-level codebook."""
+    stage3: Stage3Config = field(default_factory=Stage3Config)
+    """Association and language aggregation."""
+    query: QueryConfig = field(default_factory=QueryConfig)
+    """Text-query defaults (openins query / eval)."""
+
+
+def pipeline_preset(name: str) -> PipelineConfig:
+    """Named presets (see the module docstring).
+
+    ``synthetic`` schedule, sized for the ``default`` room on a 2-core CPU (measurements in
+    benchmarks/results/bench_synthetic_pipeline.json): 1000 stage-0 steps (30.7 dB test PSNR);
+    600 stage-1 steps at lr 1e-2 with the hard-pair switch after 150 (a quarter, the ScanNet ratio
+    5k/20k). Adam moves a feature by about lr per step, so 600 steps at the published 1e-3 leave
+    the U[0,1) initial features nearly unseparated (19-class mIoU 0.36 against 0.91 at 1e-2 on the
+    default room). 300 coarse steps re-assigned every 50 (the code: 20k steps, every 200); k1 = 24
+    coarse clusters with k2 = 5, each active for 25 fine steps and re-assigned every 5 (24 * 25 =
+    600 fine steps; the code: 300 and 50). One CPU thread: the CPU rasteriser was up to 8x slower
+    with two threads on a loaded 2-core machine.
+    """
+    if name == "scannet":
+        return PipelineConfig(
+            preset=name,
+            inputs=InputsConfig(level=0, masks="sam", language="clip"),
+            stage0=stage0_preset("scannet"),
+            stage1=Stage1Config(iterations=20_000, hard_pairs_after=5_000),
+            stage2=Stage2Config(
+                coarse_iterations=20_000,
+                fine_iterations=20_000,
+                codebook=CodebookConfig(k1=64, k2=5, pos_weight=1.0),
+            ),
+            stage3=Stage3Config(),
+            query=QueryConfig(min_views_label=2, min_views_select=5),
+        )
+    if name == "lerf":
+        return PipelineConfig(
+            preset=name,
+            inputs=InputsConfig(level=3, masks="sam", language="clip"),
+            stage0=stage0_preset("lerf"),
+            stage1=Stage1Config(iterations=10_000, hard_pairs_after=5_000),
+            stage2=Stage2Config(
+                coarse_iterations=10_000,
+                fine_iterations=20_000,
+                codebook=CodebookConfig(k1=64, k2=10, pos_weight=0.5),
+            ),
+            stage3=Stage3Config(),
+            query=QueryConfig(min_views_label=2, min_views_select=5, filter=True),
+        )
+    if name == "synthetic":
+        s0 = replace(stage0_preset("synthetic"), iterations=1000, checkpoint_every=500)
+        return PipelineConfig(
+            preset=name,
+            threads=1,
+            inputs=InputsConfig(level=0, masks="ground_truth", language="oracle"),
+            stage0=s0,
+            stage1=Stage1Config(
+                iterations=600, lr=1e-2, hard_pairs_after=150, checkpoint_every=200
+            ),
+            stage2=Stage2Config(
+                coarse_iterations=300,
+                fine_iterations=600,
+                checkpoint_every=300,
+                codebook=CodebookConfig(
+                    k1=24, k2=5, pos_weight=1.0, coarse_every=50, fine_every=5, root_every=25
+                ),
+            ),
+            stage3=Stage3Config(),
+            query=QueryConfig(min_views_label=2, min_views_select=5),
+        )
+    raise ConfigError(f"unknown pipeline preset {name!r}; choose one of {', '.join(PRESETS)}")
+
+
+def resolve_config(cfg: PipelineConfig) -> PipelineConfig:
+    """Copy with the top-level seed / device / backend / progress pushed into the stage configs."""
+    cb = replace(cfg.stage2.codebook, seed=cfg.seed)
+    return replace(
+        cfg,
+        stage0=replace(
+            cfg.stage0, seed=cfg.seed, device=cfg.device, backend=cfg.backend, progress=cfg.progress
+        ),
+        stage1=replace(cfg.stage1, progress=cfg.progress),
+        stage2=replace(cfg.stage2, codebook=cb, progress=cfg.progress),
+        stage3=replace(cfg.stage3, progress=cfg.progress),
+    )
+
+
+def _normalise_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``stage1__iterations=5`` and ``{"stage1.iterations": 5}`` both set ``stage1.iterations``."""
+    return {k.replace("__", "."): v for k, v in overrides.items()}
+
+
+# ---- run state ----------------------------------------------------------------------------------
+def stage0_done(run: RunDir, cfg: Stage0Config) -> bool:
+    """Stage 0 finished: final checkpoint, PLY and (with eval) metrics exist."""
+    cks = list_checkpoints(run, "stage0")
+    final = bool(cks) and cks[-1][0] >= cfg.iterations
+    return final and run.ply.is_file() and (not cfg.eval or run.metrics_path("stage0").is_file())
+
+
+def stage_done(run: RunDir, stage: str, cfg: PipelineConfig) -> bool:
+    if stage == "stage0":
+        return stage0_done(run, cfg.stage0)
+    return {"stage1": stage1_done, "stage2": stage2_done, "stage3": stage3_done}[stage](run)
+
+
+def _clear_stage(run: RunDir, stage: str) -> None:
+    """Remove a stage's checkpoints and outputs so that it runs from scratch."""
+    shutil.rmtree(run.stage_checkpoints(stage), ignore_errors=True)
+    run.metrics_path(stage).unlink(missing_ok=True)
+    shutil.rmtree(run.render_dir(stage), ignore_errors=True)
+    if stage == "stage0":
+        run.ply.unlink(missing_ok=True)
+    if stage == "stage2":
+        (run.path / CODEBOOK_FILE).unlink(missing_ok=True)
+    if stage == "stage3":
+        run.instances.unlink(missing_ok=True)
+
+
+def load_stage_model(run: RunDir, stage: str, device: torch.device | str = "cpu") -> GaussianModel:
+    """The model of the newest checkpoint of ``stage``."""
+    ck = load_latest_checkpoint(run, stage, map_location=device)
+    if ck is None or "model" not in ck:
+        raise RunError(
+            f"{run.stage_checkpoints(stage)}: no checkpoint with a model; run {stage} first"
+        )
+    model = GaussianModel.from_state_dict(ck["model"], device=device)
+    for p in model.params.values():
+        p.requires_grad_(False)
+    return model
+
+
+def _check_resume_changes(
+    run: RunDir, saved: PipelineConfig, new: PipelineConfig, rerun: set[str]
+) -> None:
+    """Refuse config changes to a stage that is finished or started (unless it is re-run)."""
+    a, b = dataclass_to_dict(saved), dataclass_to_dict(new)
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    for key in changed:
+        if key in ("query", "progress", "preset", "threads"):
+            continue
+        if key in STAGES:
+            started = stage_done(run, key, saved) or bool(list_checkpoints(run, key))
+            if started and key not in rerun:
+                raise ConfigError(
+                    f"{run.config_path}: '{key}' differs from the saved config, but {key} has "
+                    "already "
+                    "run here; re-run it with force=True (--force) or use a new run directory"
+                )
+            continue
+        if any(stage_done(run, s, saved) or list_checkpoints(run, s) for s in STAGES) and not rerun:
+            raise ConfigError(
+                f"{run.config_path}: '{key}' differs from the saved config of a started run; "
+                "use a new run directory"
+            )
+
+
+# ---- loading a finished run (query / eval / viewer) ---------------------------------------------
+@dataclass
+class LoadedRun:
+    """Everything a finished run provides to the query and evaluation commands."""
+
+    run: RunDir
+    config: PipelineConfig
+    scene: Scene
+    model: GaussianModel  # newest Gaussians (CPU)
+    instances: Instances
+
+    @property
+    def eval_frames(self) -> list[Frame]:
+        """Test frames (train frames when there are none) at the training resolution."""
+        return prepare_frames(self.scene.test_frames or self.scene.train_frames, self.config.stage0)
+
+
+def read_pipeline_config(run: RunDir) -> PipelineConfig:
+    data = run.read_config()
+    if SECTION not in data:
+        raise RunError(
+            f"{run.config_path}: no '{SECTION}' section; is {run.path} a run made by "
+            "`openins train`?"
+        )
+    return dict_to_dataclass(PipelineConfig, data[SECTION], where=f"{run.config_path}:{SECTION}")
+
+
+def load_run(run: Path | str, device: torch.device | str = "cpu") -> LoadedRun:
+    """Config, scene, newest model and ``instances.npz`` of a finished run."""
+    from ..data.load import load_scene
+    from .checkpoint import latest_model_state
+
+    rd = RunDir(run)
+    if not rd.path.is_dir():
+        raise RunError(f"{rd.path}: run directory not found")
+    cfg = read_pipeline_config(rd)
+    data = rd.read_config().get("data")
+    if not data:
+        raise RunError(f"{rd.config_path}: no 'data' entry naming the scene folder")
+    scene = load_scene(Path(data))
+    _, ck = latest_model_state(rd, map_location=device)
+    model = GaussianModel.from_state_dict(ck["model"], device=device)
+    for p in model.params.values():
+        p.requires_grad_(False)
+    return LoadedRun(
+        run=rd, config=cfg, scene=scene, model=model, instances=load_instances(rd.instances)
+    )
+
+
+# ---- the chain ----------------------------------------------------------------------------------
+def run_pipeline(
+    data: Path,
+    run: Path,
+    preset: str = "synthetic",
+    resume: bool = False,
+    stages: list[str] | None = None,
+    *,
+    config: PipelineConfig | None = None,
+    force: bool = False,
+    **overrides: Any,
+) -> RunDir:
+    """``openins train DATA --preset P [--resume]``: preprocessing (if needed) and stages 0-3.
+
+    Args:
+        data: scene folder.
+        run: run directory (created).
+        preset: ``synthetic``, ``scannet`` or ``lerf`` (ignored when resuming a run with a saved
+            config, or when ``config`` is given).
+        resume: continue a run: finished stages are skipped, an interrupted stage continues from
+            its newest checkpoint. Without it, a run directory that already holds checkpoints is
+            refused.
+        stages: subset of ``["stage0", "stage1", "stage2", "stage3"]`` to run (default: all);
+            earlier stages must have finished.
+        force: re-run the selected stages even when finished (their outputs and those of all
+            later stages are removed first).
+        overrides: dotted config keys, e.g. ``**{"stage1.iterations": 100}``, or with ``__``:
+            ``stage1__iterations=100``.
+
+    Returns:
+        The :class:`RunDir`.
+    """
+    from ..data.load import load_scene
+
+    rd = RunDir(run)
+    selected = list(STAGES) if stages is None else list(stages)
+    unknown = [s for s in selected if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stages {unknown}; choose from {list(STAGES)}")
+    selected = [s for s in STAGES if s in selected]
+    saved_section = rd.read_config().get(SECTION)
+    saved = read_pipeline_config(rd) if saved_section is not None else None
+    if saved is None and any(list_checkpoints(rd, s) for s in STAGES) and not resume:
+        raise RunError(
+            f"{rd.path} already holds checkpoints; resume the run (--resume) or choose a new "
+            "directory"
+        )
+    if saved is not None and not resume and not force:
+        raise RunError(
+            f"{rd.path} already holds a run; pass --resume to continue it (finished stages are "
+            "skipped) "
+            "or choose a new run directory"
+        )
+    base = (
+        config
+        if config is not None
+        else (saved if (saved is not None and resume) else pipeline_preset(preset))
+    )
+    cfg = resolve_config(
+        apply_overrides(base, _normalise_overrides(overrides)) if overrides else base
+    )
+    rerun = set(selected) if force else set()
+    if saved is not None:
+        # progress flags are part of the stage configs (and hashes): a resumed run keeps its own
+        cfg = resolve_config(replace(cfg, progress=saved.progress))
+        _check_resume_changes(rd, saved, cfg, rerun)
+    first = STAGES.index(selected[0]) if selected else len(STAGES)
+    for s in STAGES[:first]:
+        if not stage_done(rd, s, cfg):
+            raise RunError(
+                f"{rd.path}: {s} has not finished; run it first (stages={s!r} or all stages)"
+            )
+    if force:
+        for s in STAGES[first:]:
+            _clear_stage(rd, s)
+    rd.path.mkdir(parents=True, exist_ok=True)
+    rd.write_config_section("data", str(Path(data)))
+    rd.write_config_section(SECTION, cfg)
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    scene = load_scene(Path(data))
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    frames = prepare_frames(scene.train_frames, cfg.stage0)
+    timing_path = rd.metrics_path("pipeline")
+    timings: dict[str, Any] = {}
+    if timing_path.is_file():
+        try:
+            timings = json.loads(timing_path.read_text()).get("stages", {})
+        except (OSError, ValueError):
+            timings = {}
+
+    def record(stage: str, seconds: float, skipped: bool) -> None:
+        if skipped and stage in timings:
+            return
+        timings[stage] = {"seconds": round(seconds, 3), "skipped": skipped}
+        write_json(
+            timing_path,
+            {"preset": cfg.preset, "seed": cfg.seed, "device": str(device), "stages": timings},
+        )
+
+    todo = [s for s in selected if not stage_done(rd, s, cfg)]
+
+    inputs: TrainingInputs | None = None
+    if any(s in todo for s in ("stage1", "stage2", "stage3")):
+        t0 = time.perf_counter()
+        inputs = load_training_inputs(scene, frames, cfg.inputs, cfg.seed, cfg.progress)
+        record("inputs", time.perf_counter() - t0, False)
+
+    model: GaussianModel | None = None
+    cb: TwoLevelCodebook | None = None
+    for stage in selected:
+        if stage not in todo:
+            log.info("%s: finished earlier, skipped", stage)
+            record(stage, 0.0, True)
+            model, cb = None, None
+            continue
+        t0 = time.perf_counter()
+        has_ck = bool(list_checkpoints(rd, stage))
+        if stage == "stage0":
+            model = train_stage0(scene, rd.path, cfg.stage0, resume=resume and has_ck)
+        else:
+            assert inputs is not None
+            prev = STAGES[STAGES.index(stage) - 1]
+            if model is None:
+                model = load_stage_model(rd, prev, device)
+            if stage == "stage1":
+                model = train_stage1(
+                    model,
+                    inputs,
+                    rd.path,
+                    cfg.stage1,
+                    backend=cfg.backend,
+                    seed=cfg.seed,
+                    resume=resume and has_ck,
+                )
+            elif stage == "stage2":
+                model, cb = train_stage2(
+                    model,
+                    inputs,
+                    rd.path,
+                    cfg.stage2,
+                    backend=cfg.backend,
+                    seed=cfg.seed,
+                    resume=resume and has_ck,
+                )
+            else:
+                if cb is None:
+                    cb = load_codebook(rd.path / CODEBOOK_FILE, cfg.stage2.codebook, device)
+                train_stage3(
+                    model,
+                    cb,
+                    inputs,
+                    rd.path,
+                    cfg.stage3,
+                    backend=cfg.backend,
+                    seed=cfg.seed,
+                    stage2=cfg.stage2,
+                )
+        record(stage, time.perf_counter() - t0, False)
+    export = rd.exports / "point_cloud.ply"
+    if "stage3" in selected and stage3_done(rd) and ("stage3" in todo or not export.is_file()):
+        from .stage0 import export_run
+
+        export_run(rd.path, out=export)
+    return rd
+
+
+__all__ = [
+    "PRESETS",
+    "LoadedRun",
+    "PipelineConfig",
+    "load_run",
+    "load_stage_model",
+    "pipeline_preset",
+    "read_pipeline_config",
+    "resolve_config",
+    "run_pipeline",
+    "stage_done",
+]

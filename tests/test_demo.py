@@ -1,0 +1,61 @@
+"""The demo end to end on the tiny room with a short schedule: table, outputs, rerun reuses work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from openinsgaussian.demo import run_demo
+from openinsgaussian.errors import ConfigError
+
+TINY = {
+    "threads": 1,
+    "stage0.iterations": 200,
+    "stage1.iterations": 150,
+    "stage1.hard_pairs_after": 40,
+    "stage2.coarse_iterations": 40,
+    "stage2.fine_iterations": 80,
+    "stage2.codebook.k1": 8,
+    "stage2.codebook.k2": 4,
+    "stage2.codebook.coarse_every": 20,
+    "stage2.codebook.fine_every": 5,
+    "stage2.codebook.root_every": 10,
+    "stage2.k2_min_gaussians": 20,
+    "query.min_views_select": 2,
+    "progress": False,
+}
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+def test_demo_runs_everything_and_says_where_the_outputs_are(tmp_path, capsys):
+    res = run_demo(tmp_path, seed=0, preset="tiny", overrides=TINY)
+    printed = capsys.readouterr().out
+    assert "scannet19" in printed and "mIoU" in printed and "where things are" in printed
+    run = Path(res["run"])
+    for p in (
+        run / "exports" / "point_cloud.ply",
+        run / "metrics" / "scannet.json",
+        Path(res["metrics"]["plot"]),
+    ):
+        assert p.is_file(), p
+        assert str(p) in printed.replace("\n", "") or p.name in printed
+    assert res["queries"] and all(q["renders"] for q in res["queries"])
+    assert res["metrics"]["language_source"] == "oracle"
+    again = run_demo(tmp_path, seed=0, preset="tiny", overrides=TINY)  # finished stages are reused
+    stages = json.loads((run / "metrics" / "pipeline.json").read_text())["stages"]
+    assert set(stages) >= {"stage0", "stage1", "stage2", "stage3"}
+    assert again["metrics"]["lists"] == res["metrics"]["lists"]
+
+
+def test_unknown_room_size_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="room size"):
+        run_demo(tmp_path, preset="huge")
