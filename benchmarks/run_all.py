@@ -15,10 +15,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str]) -> int:
-    scripts = sorted(HERE.glob("bench_*.py")) + sorted(HERE.glob("check_*.py"))
+    scripts = sorted(HERE.glob("bench_*.py")) + sorted(HERE.glob("ablate_*.py")) + sorted(HERE.glob("check_*.py"))
     if argv:
         wanted = set(argv)
-        scripts = [s for s in scripts if s.stem.removeprefix("bench_").removeprefix("check_") in wanted or s.stem in wanted]
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_").removeprefix("ablate_").removeprefix("check_") in wanted or s.stem in wanted]
     failed: list[str] = []
     for script in scripts:
         print(f"=== {script.name}", flush=True)

@@ -136,10 +136,124 @@ def encode_text(
     print(f"{len(feats)} phrase(s), {len(next(iter(feats.values())))}-d, written to {out}")
 
 
+def _parse_overrides(items: tuple[str, ...]) -> dict:
+    """``("stage1.iterations=100", ...)`` -> ``{"stage1.iterations": 100}`` (YAML-typed values)."""
+    import yaml
+
+    from .errors import ConfigError
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. stage1.iterations=100), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def train(
+    data: Annotated[Path, tyro.conf.Positional],
+    run: Path = Path("outputs/run"),
+    preset: Literal["synthetic", "scannet", "lerf", "blender"] = "synthetic",
+    resume: bool = False,
+    stage0_only: bool = False,
+    force: bool = False,
+    seed: int = 0,
+    set: tuple[str, ...] = (),
+) -> None:
+    """Train a scene: preprocessing (if its cache is missing), then stages 0-3.
+
+    Args:
+        data: Scene folder.
+        run: Run directory (config.yml, checkpoints/, metrics/, renders/, point_cloud.ply, instances.npz).
+        preset: Dataset preset (METHOD's schedules and hyper-parameters); blender trains stage 0 only.
+        resume: Continue an interrupted run: finished stages are skipped, the interrupted one
+            continues from its newest checkpoint.
+        stage0_only: Train only the photometric 3DGS stage.
+        force: Re-run the selected stages even when finished.
+        seed: Random seed.
+        set: Config overrides as KEY=VALUE, e.g. --set stage1.iterations=200 stage0.iterations=500.
+    """
+    overrides = _parse_overrides(set)
+    if preset == "blender":
+        from .train.stage0 import run_train
+
+        if set:
+            overrides = {k.removeprefix("stage0."): v for k, v in overrides.items()}
+        run_train(data, run, "blender", resume, overrides={"seed": seed, **overrides})
+        print(f"run written to {run}")
+        return
+    from .train.pipeline import run_pipeline
+
+    run_pipeline(data, run, preset, resume, stages=["stage0"] if stage0_only else None, force=force,
+                 seed=seed, **overrides)
+    print(f"run written to {run}")
+
+
+def query(
+    run: Annotated[Path, tyro.conf.Positional],
+    queries: Annotated[tuple[str, ...], tyro.conf.Positional],
+    views: int = 3,
+    out: Path | None = None,
+    compat: bool = False,
+) -> None:
+    """Find the Gaussians matching each text query; print the matches and render them.
+
+    Args:
+        run: Trained run directory.
+        queries: Any text, e.g. "chair" "red mug".
+        views: Number of views to render each selection from.
+        out: Render folder (default RUN/renders/query).
+        compat: Reproduce the public code's selection quirks (signed leaf-id test).
+    """
+    from .query.run import run_query
+
+    run_query(run, list(queries), views, out, compat=compat)
+
+
+def evaluate(
+    run: Annotated[Path, tyro.conf.Positional],
+    protocol: Literal["scannet"] = "scannet",
+    compat: bool = False,
+) -> None:
+    """Evaluate a run with a benchmark protocol and write metrics/<protocol>.json and a plot.
+
+    Args:
+        run: Trained run directory.
+        protocol: scannet: per-point mIoU/mAcc for 19/15/10 classes.
+        compat: Reproduce the public evaluation quirks (unmatched leaves forced to the first class).
+    """
+    from .evaluate.run import run_eval
+
+    run_eval(run, protocol, compat)
+
+
+def export(
+    run: Annotated[Path, tyro.conf.Positional],
+    format: Literal["ply"] = "ply",
+    out: Path | None = None,
+) -> None:
+    """Export the trained Gaussians (Inria/gsplat PLY layout plus instance features and ids).
+
+    Args:
+        run: Trained run directory.
+        format: Output format.
+        out: Output file (default RUN/exports/point_cloud.ply).
+    """
+    from .train.stage0 import export_run
+
+    path = export_run(run, format, out)
+    print(f"exported to {path}")
+
+
 COMMANDS = {
     "synth": synth,
     "info": info,
     "preprocess": preprocess,
+    "train": train,
+    "query": query,
+    "eval": evaluate,
+    "export": export,
     "encode-text": encode_text,
     "demo": demo,
 }

@@ -1,0 +1,36 @@
+"""The openins command: wiring, flags and error reporting (the work itself is tested per module)."""
+
+import pytest
+
+from openinsgaussian.cli import _parse_overrides, main
+from openinsgaussian.errors import ConfigError
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for cmd in ("synth", "info", "preprocess", "train", "query", "eval", "export", "encode-text", "demo"):
+        assert cmd in text
+
+
+def test_overrides_are_yaml_typed():
+    assert _parse_overrides(("stage1.iterations=100", "stage3.aggregation=mean", "x=0.5", "y=true")) == {
+        "stage1.iterations": 100, "stage3.aggregation": "mean", "x": 0.5, "y": True}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        _parse_overrides(("stage1.iterations",))
+
+
+def test_bad_input_gives_a_message_and_exit_code_2(tmp_path, capsys):
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path) in err
+
+
+def test_synth_then_info(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path), "--preset", "tiny", "--seed", "3"]) == 0
+    root = tmp_path / "synth_tiny_3"
+    assert main(["info", str(root), "--json-output"]) == 0
+    out = capsys.readouterr().out
+    assert '"source": "scannet"' in out and '"point_labels": true' in out
