@@ -13,7 +13,7 @@ import torch
 from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import ConfigError, RunError
 from openinsgaussian.evaluate.run import run_eval
-from openinsgaussian.instances.io import load_instances
+from openinsgaussian.train.instances_file import load_instances
 from openinsgaussian.train.checkpoint import list_checkpoints
 from openinsgaussian.train.pipeline import (
     PipelineConfig,

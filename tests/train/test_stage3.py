@@ -14,7 +14,7 @@ from openinsgaussian.data.load import load_scene
 from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import RunError
 from openinsgaussian.instances.codebook import CodebookConfig
-from openinsgaussian.instances.io import load_instances
+from openinsgaussian.train.instances_file import load_instances
 from openinsgaussian.instances.losses import to_render_space
 from openinsgaussian.splats.gaussians import GaussianModel
 from openinsgaussian.train.inputs import InputsConfig, ViewInputs, load_training_inputs

@@ -31,7 +31,7 @@ import torch
 from ..data.scene import Frame, Scene
 from ..errors import ConfigError, RunError
 from ..instances.codebook import CodebookConfig, TwoLevelCodebook
-from ..instances.io import Instances, load_instances
+from .instances_file import Instances, load_instances
 from ..io import write_json
 from ..query.run import QueryConfig
 from ..splats.gaussians import GaussianModel

@@ -1,0 +1,43 @@
+"""Every configuration dataclass of the package, and the named presets, in one place.
+
+Each component defines its config next to its code (so its fields document themselves where they
+are used); this module is the index a user or a script imports from. Presets:
+
+- ``synthetic``: the built-in room, GT masks + oracle language, a CPU-sized schedule;
+- ``scannet``: METHOD's ScanNet schedule (frozen points, 30k/20k/20k/20k, k1/k2 = 64/5, SAM level 0);
+- ``lerf``: METHOD's LeRF schedule (densification, 30k/10k/10k/20k, k1/k2 = 64/10, SAM level 3);
+- ``blender``: photometric training only (random init, densification, white background).
+"""
+
+from __future__ import annotations
+
+from .data.synthetic import SynthConfig
+from .perception.preprocess import PreprocessConfig
+from .query.run import QueryConfig
+from .splats.densify import DensifyConfig
+from .train.inputs import InputsConfig
+from .train.pipeline import PipelineConfig, pipeline_preset
+from .train.stage0 import Stage0Config, stage0_preset
+from .train.stage1 import Stage1Config
+from .train.stage2 import Stage2Config
+from .train.stage3 import Stage3Config
+
+PIPELINE_PRESETS = ("synthetic", "scannet", "lerf")
+STAGE0_PRESETS = ("synthetic", "scannet", "lerf", "blender")
+
+__all__ = [
+    "PIPELINE_PRESETS",
+    "STAGE0_PRESETS",
+    "DensifyConfig",
+    "InputsConfig",
+    "PipelineConfig",
+    "PreprocessConfig",
+    "QueryConfig",
+    "Stage0Config",
+    "Stage1Config",
+    "Stage2Config",
+    "Stage3Config",
+    "SynthConfig",
+    "pipeline_preset",
+    "stage0_preset",
+]
