@@ -11,22 +11,9 @@ import torch
 from openinsgaussian.demo import run_demo
 from openinsgaussian.errors import ConfigError
 
-TINY = {
-    "threads": 1,
-    "stage0.iterations": 200,
-    "stage1.iterations": 150,
-    "stage1.hard_pairs_after": 40,
-    "stage2.coarse_iterations": 40,
-    "stage2.fine_iterations": 80,
-    "stage2.codebook.k1": 8,
-    "stage2.codebook.k2": 4,
-    "stage2.codebook.coarse_every": 20,
-    "stage2.codebook.fine_every": 5,
-    "stage2.codebook.root_every": 10,
-    "stage2.k2_min_gaussians": 20,
-    "query.min_views_select": 2,
-    "progress": False,
-}
+from tests.tiny_schedule import TINY_PIPELINE
+
+TINY = {k: v for k, v in TINY_PIPELINE.items() if k != "stage1.lr"} | {"query.min_views_select": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -59,3 +46,14 @@ def test_demo_runs_everything_and_says_where_the_outputs_are(tmp_path, capsys):
 def test_unknown_room_size_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="room size"):
         run_demo(tmp_path, preset="huge")
+
+
+def test_demo_with_classical_masks_uses_its_own_cache_and_run(tmp_path):
+    res = run_demo(tmp_path, seed=0, preset="tiny", masks="classical", overrides=TINY)
+    assert Path(res["run"]).name == "run_tiny_0_classical"
+    scene = Path(res["scene"])
+    assert (scene / "language_features_classical" / "preprocess.json").is_file()
+    assert not (scene / "language_features").exists()
+    assert 0.0 <= res["metrics"]["lists"]["scannet19"]["miou"] <= 1.0
+    with pytest.raises(ConfigError, match="mask source"):
+        run_demo(tmp_path, seed=0, preset="tiny", masks="sam", overrides=TINY)

@@ -85,17 +85,23 @@ def _print_summary(summary: dict) -> None:
         console.print("no problems found")
 
 
-def demo(out: Path = Path("outputs/demo"), seed: int = 0, preset: Preset = "default") -> None:
+def demo(
+    out: Path = Path("outputs/demo"),
+    seed: int = 0,
+    preset: Preset = "default",
+    masks: Literal["ground_truth", "classical"] = "ground_truth",
+) -> None:
     """Run the main job end to end on the built-in synthetic room and print where the outputs are.
 
     Args:
         out: Output folder for the scene and the run.
         seed: Random seed of the room and of training.
         preset: Size of the synthetic room.
+        masks: Mask source: the room's ground-truth instances, or classical graph segmentation.
     """
     from .demo import run_demo
 
-    run_demo(out=out, seed=seed, preset=preset)
+    run_demo(out=out, seed=seed, preset=preset, masks=masks)
 
 
 def preprocess(cfg: Annotated["PreprocessConfig", tyro.conf.arg(name="")]) -> None:

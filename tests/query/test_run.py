@@ -16,24 +16,9 @@ from openinsgaussian.perception.oracle import OracleLanguage
 from openinsgaussian.query.run import QueryConfig, run_query, selection_overlay, text_encoder
 from openinsgaussian.train.pipeline import load_run, run_pipeline
 
-TINY = {
-    "threads": 1,
-    "progress": False,
-    "stage0.iterations": 200,
-    "stage0.eval": False,
-    "stage1.iterations": 150,
-    "stage1.hard_pairs_after": 40,
-    "stage1.lr": 1e-2,
-    "stage2.coarse_iterations": 40,
-    "stage2.fine_iterations": 80,
-    "stage2.codebook.k1": 8,
-    "stage2.codebook.k2": 4,
-    "stage2.codebook.coarse_every": 20,
-    "stage2.codebook.fine_every": 5,
-    "stage2.codebook.root_every": 10,
-    "stage2.k2_min_gaussians": 20,
-    "query.min_views_select": 2,
-}
+from tests.tiny_schedule import TINY_PIPELINE
+
+TINY = {**TINY_PIPELINE, "stage0.eval": False, "query.min_views_select": 2}
 
 
 @pytest.fixture(scope="module")

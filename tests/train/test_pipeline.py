@@ -23,25 +23,17 @@ from openinsgaussian.train.pipeline import (
 )
 from openinsgaussian.train.run_dir import RunDir
 
+from tests.tiny_schedule import TINY_PIPELINE
+
 # A short schedule for the 8-view 64x48 room (the synthetic preset is sized for the default room).
-TINY = {
-    "threads": 1,
-    "progress": False,
+TINY = TINY_PIPELINE | {
     "stage0.iterations": 300,
     "stage0.checkpoint_every": 150,
     "stage1.iterations": 400,
     "stage1.hard_pairs_after": 100,
-    "stage1.lr": 1e-2,
     "stage1.checkpoint_every": 200,
     "stage2.coarse_iterations": 60,
-    "stage2.fine_iterations": 80,
     "stage2.checkpoint_every": 70,
-    "stage2.codebook.k1": 8,
-    "stage2.codebook.k2": 4,
-    "stage2.codebook.coarse_every": 20,
-    "stage2.codebook.fine_every": 5,
-    "stage2.codebook.root_every": 10,
-    "stage2.k2_min_gaussians": 20,
 }
 
 
