@@ -5,4 +5,11 @@ text query returns the matching points, masks and renders (OpenInsGaussian on th
 pipeline).
 """
 
+import os as _os
+
+# With OpenMP's default wait policy, two CPU training processes on one 2-core machine ran each
+# step 14-27x slower than with sleeping waiters, which cost 7-13% on an idle machine
+# (benchmarks/bench_threads.py). Set before torch loads OpenMP; an explicit OMP_WAIT_POLICY in the environment wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
