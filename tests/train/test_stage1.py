@@ -8,46 +8,21 @@ from dataclasses import replace
 import pytest
 import torch
 
-from openinsgaussian.data.load import load_scene
-from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import ConfigError, RunError
 from openinsgaussian.instances.losses import instance_loss, to_render_space
 from openinsgaussian.splats.gaussians import GaussianModel
 from openinsgaussian.train.checkpoint import list_checkpoints
-from openinsgaussian.train.inputs import InputsConfig, load_training_inputs
-from openinsgaussian.train.run_dir import RunDir, apply_overrides
-from openinsgaussian.train.stage0 import prepare_frames, stage0_preset, train_stage0
-from openinsgaussian.train.stage1 import (
-    FrozenGeometry,
-    Stage1Config,
-    instance_loss_over_views,
-    train_stage1,
-)
+from openinsgaussian.train.feature_stage import FrozenGeometry
+from openinsgaussian.train.inputs import InputsConfig
+from openinsgaussian.train.run_dir import RunDir
+from openinsgaussian.train.stage1 import Stage1Config, instance_loss_over_views, train_stage1
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CPU compositor's backward adds with atomics across threads; one thread keeps runs bitwise
-    reproducible (the resume test compares runs) and is the faster setting for tiny images."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the resume test compares runs bitwise
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = generate_room(
-        SynthConfig(out=tmp_path_factory.mktemp("data"), preset="tiny", seed=0, progress=False)
-    )
-    scene = load_scene(root)
-    s0 = apply_overrides(
-        stage0_preset("synthetic"), {"iterations": 150, "progress": False, "eval": False}
-    )
-    run0 = tmp_path_factory.mktemp("run0")
-    model = train_stage0(scene, run0, s0)
-    frames = prepare_frames(scene.train_frames, s0)
-    inputs = load_training_inputs(scene, frames, InputsConfig(source="direct"), progress=False)
+def setup(trained_room):
+    _, model, inputs = trained_room(150, InputsConfig(source="direct"))
     return model.state_dict(), inputs
 
 

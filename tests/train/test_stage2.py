@@ -8,16 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from openinsgaussian.data.load import load_scene
-from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import ConfigError
 from openinsgaussian.instances.codebook import CodebookConfig
 from openinsgaussian.instances.losses import pseudo_feature_loss, to_render_space
 from openinsgaussian.splats.gaussians import GaussianModel
-from openinsgaussian.train.inputs import InputsConfig, ViewInputs, load_training_inputs
-from openinsgaussian.train.run_dir import RunDir, apply_overrides
-from openinsgaussian.train.stage0 import prepare_frames, stage0_preset, train_stage0
-from openinsgaussian.train.stage1 import FrozenGeometry, Stage1Config, train_stage1
+from openinsgaussian.train.feature_stage import FrozenGeometry
+from openinsgaussian.train.inputs import InputsConfig, ViewInputs
+from openinsgaussian.train.run_dir import RunDir
 from openinsgaussian.train.stage2 import (
     CODEBOOK_FILE,
     Stage2Config,
@@ -28,35 +25,12 @@ from openinsgaussian.train.stage2 import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: bitwise reproducible CPU rendering (the resume test compares runs)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the resume test compares runs bitwise
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = generate_room(
-        SynthConfig(out=tmp_path_factory.mktemp("data"), preset="tiny", seed=0, progress=False)
-    )
-    scene = load_scene(root)
-    s0 = apply_overrides(
-        stage0_preset("synthetic"), {"iterations": 150, "progress": False, "eval": False}
-    )
-    run = tmp_path_factory.mktemp("run")
-    model = train_stage0(scene, run, s0)
-    inputs = load_training_inputs(
-        scene, prepare_frames(scene.train_frames, s0), InputsConfig(source="direct"), progress=False
-    )
-    train_stage1(
-        model,
-        inputs,
-        run,
-        Stage1Config(iterations=80, lr=1e-2, hard_pairs_after=40, save_renders=0, progress=False),
-    )
+def setup(trained_room):
+    _, model, inputs = trained_room(150, InputsConfig(source="direct"), stage1_iterations=80)
     return model.state_dict(), inputs
 
 

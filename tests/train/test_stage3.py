@@ -10,17 +10,14 @@ import pytest
 import torch
 
 from openinsgaussian.data.camera import Camera
-from openinsgaussian.data.load import load_scene
-from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import RunError
 from openinsgaussian.instances.codebook import CodebookConfig
 from openinsgaussian.train.instances_file import load_instances
 from openinsgaussian.instances.losses import to_render_space
 from openinsgaussian.splats.gaussians import GaussianModel
-from openinsgaussian.train.inputs import InputsConfig, ViewInputs, load_training_inputs
-from openinsgaussian.train.run_dir import RunDir, apply_overrides
-from openinsgaussian.train.stage0 import prepare_frames, stage0_preset, train_stage0
-from openinsgaussian.train.stage1 import FrozenGeometry, Stage1Config, train_stage1
+from openinsgaussian.train.feature_stage import FrozenGeometry
+from openinsgaussian.train.inputs import InputsConfig, ViewInputs
+from openinsgaussian.train.run_dir import RunDir
 from openinsgaussian.train.stage2 import (
     Stage2Config,
     ViewPseudo,
@@ -37,12 +34,7 @@ from openinsgaussian.train.stage3 import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- a hand-made scene: two flat squares of Gaussians seen head-on ------------------------------
@@ -120,25 +112,8 @@ def test_occluded_leaf_keeps_its_match_but_only_one_pass_scores_the_visible_part
 
 # ---- the tiny room ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = generate_room(
-        SynthConfig(out=tmp_path_factory.mktemp("data"), preset="tiny", seed=0, progress=False)
-    )
-    scene = load_scene(root)
-    s0 = apply_overrides(
-        stage0_preset("synthetic"), {"iterations": 200, "progress": False, "eval": False}
-    )
-    run = tmp_path_factory.mktemp("run")
-    model = train_stage0(scene, run, s0)
-    inputs = load_training_inputs(
-        scene, prepare_frames(scene.train_frames, s0), InputsConfig(), progress=False
-    )
-    train_stage1(
-        model,
-        inputs,
-        run,
-        Stage1Config(iterations=150, lr=1e-2, hard_pairs_after=40, save_renders=0, progress=False),
-    )
+def trained(trained_room):
+    run, model, inputs = trained_room(200, InputsConfig(), stage1_iterations=150)
     cb_cfg = CodebookConfig(k1=8, k2=4, coarse_every=20, fine_every=5, root_every=10)
     s2 = Stage2Config(
         coarse_iterations=40,

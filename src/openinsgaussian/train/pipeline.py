@@ -81,6 +81,27 @@ class PipelineConfig:
     """Text-query defaults (openins query / eval)."""
 
 
+@dataclass(frozen=True)
+class _Published:
+    """Where the published ScanNet and LeRF schedules differ (METHOD §9); the rest is shared."""
+
+    sam_level: int  # SAM mask granularity level of the cached masks
+    feature_iterations: int  # stage-1 steps, also the coarse-codebook steps of stage 2
+    k2: int  # leaves per coarse cluster (k1 = 64 for both)
+    pos_weight: float  # weight of the positions in the coarse k-means
+    query_filter: bool  # scale / outlier filter of the selected Gaussians at query time
+
+
+_PUBLISHED = {
+    "scannet": _Published(
+        sam_level=0, feature_iterations=20_000, k2=5, pos_weight=1.0, query_filter=False
+    ),
+    "lerf": _Published(
+        sam_level=3, feature_iterations=10_000, k2=10, pos_weight=0.5, query_filter=True
+    ),
+}
+
+
 def pipeline_preset(name: str) -> PipelineConfig:
     """Named presets (see the module docstring).
 
@@ -95,33 +116,20 @@ def pipeline_preset(name: str) -> PipelineConfig:
     320x240 render + backward of 80k Gaussians took 78 ms with 2 threads against 126 ms with 1;
     on an oversubscribed machine ``threads=1`` can be much faster).
     """
-    if name == "scannet":
+    if name in _PUBLISHED:
+        p = _PUBLISHED[name]
         return PipelineConfig(
             preset=name,
-            inputs=InputsConfig(level=0, masks="sam", language="clip"),
-            stage0=stage0_preset("scannet"),
-            stage1=Stage1Config(iterations=20_000, hard_pairs_after=5_000),
+            inputs=InputsConfig(level=p.sam_level, masks="sam", language="clip"),
+            stage0=stage0_preset(name),
+            stage1=Stage1Config(iterations=p.feature_iterations, hard_pairs_after=5_000),
             stage2=Stage2Config(
-                coarse_iterations=20_000,
+                coarse_iterations=p.feature_iterations,
                 fine_iterations=20_000,
-                codebook=CodebookConfig(k1=64, k2=5, pos_weight=1.0),
+                codebook=CodebookConfig(k1=64, k2=p.k2, pos_weight=p.pos_weight),
             ),
             stage3=Stage3Config(),
-            query=QueryConfig(min_views_label=2, min_views_select=5),
-        )
-    if name == "lerf":
-        return PipelineConfig(
-            preset=name,
-            inputs=InputsConfig(level=3, masks="sam", language="clip"),
-            stage0=stage0_preset("lerf"),
-            stage1=Stage1Config(iterations=10_000, hard_pairs_after=5_000),
-            stage2=Stage2Config(
-                coarse_iterations=10_000,
-                fine_iterations=20_000,
-                codebook=CodebookConfig(k1=64, k2=10, pos_weight=0.5),
-            ),
-            stage3=Stage3Config(),
-            query=QueryConfig(min_views_label=2, min_views_select=5, filter=True),
+            query=QueryConfig(min_views_label=2, min_views_select=5, filter=p.query_filter),
         )
     if name == "synthetic":
         s0 = replace(stage0_preset("synthetic"), iterations=1000, checkpoint_every=500)

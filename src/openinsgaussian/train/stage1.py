@@ -20,27 +20,28 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..data.camera import Camera
 from ..errors import ConfigError, RunError
 from ..instances.losses import LossForm, instance_loss, to_render_space
-from ..io import save_image, write_json
-from ..render import RenderOutput, render
+from ..io import write_json
+from ..render import Backend
 from ..splats.gaussians import GaussianModel
-from .checkpoint import list_checkpoints, restore_rng_state, rng_state
+from .feature_stage import (
+    FeatureTraining,
+    FrozenGeometry,
+    refuse_unresumed,
+    save_feature_renders,
+)
 from .inputs import TrainingInputs
-from .loop import TrainLoop, ViewSampler
 from .run_dir import RunDir, config_hash
 
 STAGE = "stage1"
-Backend = Literal["auto", "reference", "cpu", "gsplat"]
 
 
 @dataclass
@@ -78,45 +79,6 @@ class Stage1Config:
             raise ConfigError("stage1: iterations >= 0, lr > 0 and lambda_s >= 0 are required")
         if not 0.0 <= self.silhouette < 1.0:
             raise ConfigError(f"stage1.silhouette must lie in [0, 1), got {self.silhouette}")
-
-
-# ---- frozen geometry shared by stages 1-3 ----------------------------------------------------
-class FrozenGeometry:
-    """Detached geometry of a Gaussian model (the part stages 1-3 never change)."""
-
-    def __init__(self, model: GaussianModel) -> None:
-        with torch.no_grad():
-            self.means = model.means.detach()  # [N,3]
-            self.quats = model.quats.detach()  # [N,4]
-            self.scales = model.scales.detach()  # [N,3]
-            self.opacities = model.opacities.detach()  # [N]
-
-    def __len__(self) -> int:
-        return int(self.means.shape[0])
-
-    def render(
-        self,
-        feats: Tensor,
-        camera: Camera,
-        *,
-        backend: Backend = "auto",
-        subset: Tensor | None = None,
-        scale_factor: float | None = None,
-        return_ids: bool = False,
-    ) -> RenderOutput:
-        """Composite per-Gaussian ``feats [N, C]`` (black background).
-
-        ``subset`` ``[n]`` int64 indices render only those Gaussians (``feats`` then ``[n, C]``;
-        ``top_id`` then indexes the subset); ``scale_factor`` multiplies every scale.
-        """
-        means, quats, scales, opac = self.means, self.quats, self.scales, self.opacities
-        if subset is not None:
-            means, quats, scales, opac = means[subset], quats[subset], scales[subset], opac[subset]
-        if scale_factor is not None:
-            scales = scales * scale_factor
-        return render(
-            means, quats, scales, opac, feats, camera, backend=backend, return_ids=return_ids
-        )
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -172,42 +134,6 @@ def instance_loss_over_views(
     }
 
 
-def feature_image(feat_map: Tensor) -> np.ndarray:
-    """``[6,H,W]`` render-space features -> ``[H, 2W, 3]`` uint8: channels 0-2 | 3-5."""
-    img = torch.cat([feat_map[:3], feat_map[3:6]], dim=2).clamp(0, 1)  # [3,H,2W]
-    return (img.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "view"
-
-
-@torch.no_grad()
-def save_feature_renders(
-    model: GaussianModel,
-    inputs: TrainingInputs,
-    folder: Path,
-    count: int,
-    backend: Backend = "auto",
-    feats: Tensor | None = None,
-) -> list[Path]:
-    """Render ``count`` evenly spaced training views' features to ``folder/<view>.png``."""
-    if count <= 0 or len(inputs) == 0:
-        return []
-    geom = FrozenGeometry(model)
-    f = to_render_space(model.ins_feat.detach() if feats is None else feats)
-    picks = sorted(
-        {int(round(x)) for x in np.linspace(0, len(inputs) - 1, min(count, len(inputs)))}
-    )
-    paths = []
-    for i in picks:
-        img = geom.render(f, inputs.frames[i].camera, backend=backend).image
-        p = folder / f"{_safe(inputs.frames[i].name)}.png"
-        save_image(p, feature_image(img))
-        paths.append(p)
-    return paths
-
-
 # ---- training -----------------------------------------------------------------------------------
 def stage1_done(run: RunDir) -> bool:
     """Stage 1 finished (its metrics file is written last)."""
@@ -234,53 +160,19 @@ def train_stage1(
     run = RunDir(run_dir)
     device = model.device
     h = config_hash(cfg)
-    if not resume and list_checkpoints(run, STAGE):
-        raise RunError(
-            f"{run.stage_checkpoints(STAGE)} already holds stage-1 checkpoints; resume the run "
-            "(--resume) or choose a new run directory"
-        )
+    refuse_unresumed(run, STAGE, resume)
     if len(inputs) != len(inputs.views):
         raise RunError("stage 1: one input entry per training view is required")
     run.write_config_section(STAGE, cfg)
 
-    for name, p in model.params.items():
-        p.requires_grad_(name == "ins_feat")
-    geom = FrozenGeometry(model)
-    feat = model.params["ins_feat"]  # [N,6], the only trained tensor
-    opt = torch.optim.Adam([feat], lr=cfg.lr, eps=cfg.adam_eps)
-    sampler = ViewSampler(len(inputs), seed=seed + 101)
-
-    def get_state() -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "sampler": sampler.state_dict(),
-            "rng": rng_state(),
-            "config_hash": h,
-        }
-
-    def load_state(ck: dict[str, Any]) -> None:
-        if ck.get("config_hash") != h:
-            raise ConfigError(
-                f"{run.stage_checkpoints(STAGE)}: checkpoint config hash {ck.get('config_hash')} "
-                f"does not match the current stage-1 config ({h})"
-            )
-        with torch.no_grad():
-            feat.copy_(ck["model"]["params"]["ins_feat"].to(device))
-        opt.load_state_dict(ck["optimizer"])
-        sampler.load_state_dict(ck["sampler"])
-        restore_rng_state(ck["rng"])
-
-    loop = TrainLoop(
-        run,
-        STAGE,
-        cfg.iterations,
-        checkpoint_every=cfg.checkpoint_every,
-        keep_checkpoints=cfg.keep_checkpoints,
-        progress=cfg.progress,
-        desc="stage 1",
+    train = FeatureTraining(
+        model, run, STAGE, cfg, h, lr=cfg.lr, views=len(inputs), sampler_seed=seed + 101
     )
-    start = loop.resume(load_state, map_location=device) if resume else 0
+    geom, opt, sampler = train.geom, train.opt, train.sampler
+    feat = train.feat  # [N,6], the only trained tensor
+
+    loop = train.loop(cfg.iterations, desc="stage 1")
+    start = loop.resume(train.load, map_location=device) if resume else 0
     ema: dict[str, float] = {}
     skipped = [0]
 
@@ -299,11 +191,8 @@ def train_stage1(
             ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
         return {"loss": ema["loss"], "L_c": ema["L_c"], "L_s": ema["L_s"]}
 
-    end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
-    loop.total_steps = end
-    seconds = loop.run(step_fn, get_state, start_step=start) if end > start else loop.elapsed_before
-    feat.requires_grad_(False)
-    if end < cfg.iterations:
+    seconds, finished = train.train(loop, step_fn, train.state, start, stop_at)
+    if not finished:
         return model
 
     t0 = time.perf_counter()

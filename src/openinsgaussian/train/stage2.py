@@ -40,15 +40,18 @@ from ..instances.codebook import CodebookConfig, TwoLevelCodebook
 from ..instances.losses import pseudo_feature_loss, to_render_space
 from ..instances.pseudo import count_cluster_objects, ids_to_masks, pseudo_features
 from ..io import save_npz, save_torch, write_json
+from ..render import Backend
 from ..splats.gaussians import GaussianModel
-from .checkpoint import list_checkpoints, restore_rng_state, rng_state
+from .feature_stage import (
+    FeatureTraining,
+    FrozenGeometry,
+    refuse_unresumed,
+    save_feature_renders,
+)
 from .inputs import TrainingInputs, ViewInputs
-from .loop import TrainLoop, ViewSampler
 from .run_dir import RunDir, config_hash
-from .stage1 import FrozenGeometry, save_feature_renders
 
 STAGE = "stage2"
-Backend = Literal["auto", "reference", "cpu", "gsplat"]
 CODEBOOK_FILE = "codebook.npz"
 
 
@@ -293,60 +296,38 @@ def train_stage2(
     run = RunDir(run_dir)
     device = model.device
     h = config_hash(cfg)
-    if not resume and list_checkpoints(run, STAGE):
-        raise RunError(
-            f"{run.stage_checkpoints(STAGE)} already holds stage-2 checkpoints; resume the run "
-            "(--resume) or choose a new run directory"
-        )
+    refuse_unresumed(run, STAGE, resume)
     run.write_config_section(STAGE, cfg)
     n_c, n_f = cfg.coarse_iterations, cfg.fine_iterations
     names = [f.name for f in inputs.frames]
 
-    for name, p in model.params.items():
-        p.requires_grad_(name == "ins_feat")
-    geom = FrozenGeometry(model)
-    feat = model.params["ins_feat"]  # [N,6]
-    opt = torch.optim.Adam([feat], lr=cfg.lr_coarse, eps=cfg.adam_eps)
-    cb = TwoLevelCodebook(cfg.codebook)
-    sampler = ViewSampler(len(inputs), seed=seed + 202)
     rescale_gen = torch.Generator().manual_seed(seed + 203)
+    train = FeatureTraining(
+        model,
+        run,
+        STAGE,
+        cfg,
+        h,
+        lr=cfg.lr_coarse,
+        views=len(inputs),
+        sampler_seed=seed + 202,
+        generators={"rescale": rescale_gen},
+    )
+    geom, opt, sampler = train.geom, train.opt, train.sampler
+    feat = train.feat  # [N,6]
+    cb = TwoLevelCodebook(cfg.codebook)
     pseudo: dict[str, list[ViewPseudo] | None] = {"coarse": None, "fine": None}
     timings = {"pseudo_coarse_s": 0.0, "pseudo_fine_s": 0.0, "adaptive_k2_s": 0.0}
 
     def get_state() -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "codebook": cb.state_dict(),
-            "sampler": sampler.state_dict(),
-            "rng": rng_state({"rescale": rescale_gen}),
-            "timings": dict(timings),
-            "config_hash": h,
-        }
+        return train.state(codebook=cb.state_dict(), timings=dict(timings))
 
     def load_state(ck: dict[str, Any]) -> None:
-        if ck.get("config_hash") != h:
-            raise ConfigError(
-                f"{run.stage_checkpoints(STAGE)}: checkpoint config hash {ck.get('config_hash')} "
-                f"does not match the current stage-2 config ({h})"
-            )
-        with torch.no_grad():
-            feat.copy_(ck["model"]["params"]["ins_feat"].to(device))
-        opt.load_state_dict(ck["optimizer"])
+        train.load(ck)
         cb.load_state_dict(ck["codebook"])
-        sampler.load_state_dict(ck["sampler"])
-        restore_rng_state(ck["rng"], {"rescale": rescale_gen})
         timings.update(ck.get("timings", {}))
 
-    loop = TrainLoop(
-        run,
-        STAGE,
-        n_c + n_f,
-        checkpoint_every=cfg.checkpoint_every,
-        keep_checkpoints=cfg.keep_checkpoints,
-        progress=cfg.progress,
-        desc="stage 2",
-    )
+    loop = train.loop(n_c + n_f, desc="stage 2")
     start = loop.resume(load_state, map_location=device) if resume else 0
     if 1 <= start < n_c:
         pseudo["coarse"] = load_pseudo(pseudo_path(run, "coarse"), names)
@@ -414,11 +395,8 @@ def train_stage2(
         ema[phase] = v if phase not in ema else 0.95 * ema[phase] + 0.05 * v
         return {"phase": phase, "root": root, "loss": ema[phase]}
 
-    end = n_c + n_f if stop_at is None else min(stop_at, n_c + n_f)
-    loop.total_steps = end
-    seconds = loop.run(step_fn, get_state, start_step=start) if end > start else loop.elapsed_before
-    feat.requires_grad_(False)
-    if end < n_c + n_f:
+    seconds, finished = train.train(loop, step_fn, get_state, start, stop_at)
+    if not finished:
         return model, cb
 
     save_codebook(run.path / CODEBOOK_FILE, cb)

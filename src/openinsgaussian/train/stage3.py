@@ -56,15 +56,15 @@ from .instances_file import Instances, save_instances
 from ..instances.losses import to_render_space
 from ..instances.pseudo import ids_to_masks
 from ..io import write_json
+from ..render import Backend
 from ..render.projection import project_gaussians
 from ..splats.gaussians import GaussianModel
+from .feature_stage import FrozenGeometry
 from .inputs import TrainingInputs, ViewInputs
 from .run_dir import RunDir, config_hash
-from .stage1 import FrozenGeometry
 from .stage2 import Stage2Config, ViewPseudo, build_pseudo, load_pseudo, mask_areas, pseudo_path
 
 STAGE = "stage3"
-Backend = Literal["auto", "reference", "cpu", "gsplat"]
 
 
 @dataclass
