@@ -11,7 +11,7 @@ def test_help_lists_every_subcommand(capsys):
         main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for cmd in ("synth", "info", "preprocess", "train", "query", "eval", "export", "encode-text", "demo"):
+    for cmd in ("synth", "info", "preprocess", "train", "query", "eval", "export", "benchmark", "encode-text", "demo"):
         assert cmd in text
 
 
