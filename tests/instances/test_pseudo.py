@@ -89,3 +89,18 @@ def test_count_cluster_objects_distance_thresholds(l1, l2, expect):
     pm, pseudo, alpha = _count_case()
     feat = _map([[0.25] * 4 + [0.75] * 2 + [0.0] * 4])  # both kept masks at L1 0.3, L2 ~0.1225
     assert count_cluster_objects(pm, pseudo, feat, alpha, l1_thresh=l1, l2_thresh=l2) == expect
+
+
+def test_masks_to_ids_later_mask_wins_and_round_trips():
+    import torch
+
+    from openinsgaussian.instances.pseudo import ids_to_masks, masks_to_ids
+
+    masks = torch.zeros(3, 2, 4, dtype=torch.bool)
+    masks[0, :, :3] = True
+    masks[1, :, 2:] = True  # overlaps mask 0 in column 2: mask 2 (later) wins
+    masks[2, 1, 0] = True
+    ids = masks_to_ids(masks)
+    assert ids.tolist() == [[1, 1, 2, 2], [3, 1, 2, 2]]
+    assert masks_to_ids(torch.zeros(0, 2, 4, dtype=torch.bool)).eq(0).all()
+    assert torch.equal(masks_to_ids(ids_to_masks(ids, 3)), ids)
