@@ -219,19 +219,24 @@ def query(
 
 def evaluate(
     run: Annotated[Path, tyro.conf.Positional],
-    protocol: Literal["scannet"] = "scannet",
+    protocol: Literal["scannet", "lerf"] = "scannet",
     compat: bool = False,
+    labels: Path | None = None,
+    scene_name: str | None = None,
 ) -> None:
-    """Evaluate a run with a benchmark protocol and write metrics/<protocol>.json and a plot.
+    """Evaluate a run with a benchmark protocol and write metrics/<protocol>.json and plots/overlays.
 
     Args:
         run: Trained run directory.
-        protocol: scannet: per-point mIoU/mAcc for 19/15/10 classes.
-        compat: Reproduce the public evaluation quirks (unmatched leaves forced to the first class).
+        protocol: scannet: per-point mIoU/mAcc for 19/15/10 classes; lerf: text selections rendered
+            to masks vs the LeRF-OVS annotations (mIoU, mAcc@0.25, mAcc@0.5).
+        compat: Reproduce the public evaluation quirks (METHOD §11.8).
+        labels: LeRF: folder of frame_XXXXX.json annotations (label/<scene>/ or the scene's folder).
+        scene_name: LeRF: scene name for the query list (default: the run's scene folder name).
     """
     from .evaluate.run import run_eval
 
-    run_eval(run, protocol, compat)
+    run_eval(run, protocol, compat, labels=labels, scene_name=scene_name)
 
 
 def benchmark(

@@ -77,3 +77,9 @@ def test_runs_without_the_point_identity_or_labels_are_refused(finished, tmp_pat
         run_eval(run, protocol="lerf")  # type: ignore[arg-type]
     with pytest.raises(RunError, match="not found"):
         run_eval(tmp_path / "nothing")
+
+
+def test_lerf_protocol_needs_labels(finished):
+    _, run = finished
+    with pytest.raises(ConfigError, match="--labels"):
+        run_eval(run, "lerf")

@@ -25,7 +25,7 @@ from ..io import write_json
 from .plots import plot_per_class_iou
 from .scannet import evaluate_scannet
 
-PROTOCOLS = ("scannet",)
+PROTOCOLS = ("scannet", "lerf")
 
 
 def _fmt(v: float | None) -> str:
@@ -46,15 +46,20 @@ def _print_table(result: dict, title: str) -> None:
 
 def run_eval(
     run: Path,
-    protocol: Literal["scannet"] = "scannet",
+    protocol: Literal["scannet", "lerf"] = "scannet",
     compat: bool = False,
     *,
+    labels: Path | None = None,
+    scene_name: str | None = None,
     print_table: bool = True,
 ) -> dict:
     """Evaluate ``run`` with ``protocol``; returns the metrics dict also written to JSON.
 
-    ``compat=True`` reproduces the public evaluation's quirks (leaves seen in fewer than 2 views
-    take the first class, never-assigned Gaussians inherit the last leaf), METHOD §11.8.
+    ``scannet``: per-point labels (METHOD §7.1). ``lerf``: text selection rendered to 2D masks
+    against the LeRF-OVS annotations in ``labels`` (METHOD §7.2, :mod:`.lerf_run`).
+    ``compat=True`` reproduces the public evaluation's quirks (ScanNet: leaves seen in fewer than
+    2 views take the first class, never-assigned Gaussians inherit the last leaf; LeRF: the signed
+    leaf-id test), METHOD §11.8.
     """
     from ..query.relevance import label_gaussians
     from ..query.run import text_encoder
@@ -63,6 +68,12 @@ def run_eval(
 
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; supported: {', '.join(PROTOCOLS)}")
+    if protocol == "lerf":
+        if labels is None:
+            raise ConfigError("the LeRF protocol needs the annotation folder (--labels DIR)")
+        from .lerf_run import run_eval_lerf
+
+        return run_eval_lerf(run, labels, scene_name, compat, print_table=print_table)
     loaded = load_run(run)
     scene, model, inst, cfg = loaded.scene, loaded.model, loaded.instances, loaded.config
     if scene.point_labels is None:
