@@ -32,26 +32,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))  # the test fixtures' mask generator
 
 from openinsgaussian import __version__  # noqa: E402
 from openinsgaussian.io import write_json  # noqa: E402
-
-
-def random_masks(m: int, h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ellipses plus near-duplicates and nested parts (the shapes SAM's levels produce)."""
-    g = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    out: list[np.ndarray] = []
-    for k in range(m):
-        if k and g.random() < 0.4:
-            base = out[g.integers(len(out))].copy()
-            cy, cx, r = g.integers(h), g.integers(w), g.integers(2, max(3, h // 3))
-            disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-            out.append(base & ~disk if g.random() < 0.5 else base & disk | (base & (yy % 7 == 0)))
-            continue
-        cy, cx, ry, rx = g.uniform(0, h), g.uniform(0, w), g.uniform(2, h / 2), g.uniform(2, w / 2)
-        out.append(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1)
-    return np.stack(out), g.uniform(0.5, 1.0, m)
+from tests.perception.perception_fixtures import random_masks  # noqa: E402
 
 
 def bench_nms(n_masks: int, repeats: int) -> dict:

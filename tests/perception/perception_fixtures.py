@@ -94,3 +94,25 @@ def make_scene(root: Path, n_train: int = 3, n_test: int = 1, h: int = 48, w: in
     classes = {1: ("chair", 5), 2: ("table", 7), 3: ("cabinet", 3), 4: ("floor", 2)}
     return Scene(root=root, source="synthetic", train_frames=frames[:n_train], test_frames=frames[n_train:],
                  instance_classes=classes)
+
+
+def random_masks(m: int, h: int, w: int, seed: int, ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``[m,H,W]`` bool ellipses plus near-duplicates and nested parts (the shapes SAM's levels
+    produce, so every NMS rule fires) and ``[m]`` scores in [0.5, 1); ``ties`` copies the first
+    score to three random masks."""
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    out: list[np.ndarray] = []
+    for k in range(m):
+        if k and g.random() < 0.4:
+            base = out[g.integers(len(out))].copy()
+            cy, cx, r = g.integers(h), g.integers(w), g.integers(2, max(3, h // 3))
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+            out.append(base & ~disk if g.random() < 0.5 else base & disk | (base & (yy % 7 == 0)))
+            continue
+        cy, cx, ry, rx = g.uniform(0, h), g.uniform(0, w), g.uniform(2, h / 2), g.uniform(2, w / 2)
+        out.append(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1)
+    scores = g.uniform(0.5, 1.0, m)
+    if ties:
+        scores[g.integers(m, size=3)] = scores[0]
+    return np.stack(out), scores

@@ -6,26 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.perception.perception_fixtures import random_masks as _random_masks
+
 from openinsgaussian.perception.mask_nms import mask_nms, mask_nms_loop, pairwise_intersections
 
 
 def random_masks(m: int, h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ellipses plus near-duplicates and nested parts, so every rule fires."""
-    g = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    out: list[np.ndarray] = []
-    for k in range(m):
-        if k and g.random() < 0.4:
-            base = out[g.integers(len(out))].copy()
-            cy, cx, r = g.integers(h), g.integers(w), g.integers(2, max(3, h // 3))
-            disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-            out.append(base & ~disk if g.random() < 0.5 else base & disk | (base & (yy % 7 == 0)))
-            continue
-        cy, cx, ry, rx = g.uniform(0, h), g.uniform(0, w), g.uniform(2, h / 2), g.uniform(2, w / 2)
-        out.append(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1)
-    scores = g.uniform(0.5, 1.0, m)
-    scores[g.integers(m, size=3)] = scores[0]  # ties
-    return np.stack(out), scores
+    return _random_masks(m, h, w, seed, ties=True)  # ties exercise the index-order rule
 
 
 @pytest.mark.parametrize("seed", range(4))

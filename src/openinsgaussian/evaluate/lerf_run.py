@@ -17,14 +17,12 @@ source, protocol name and compat switch) and one overlay per (query, frame) pair
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import __version__
 from ..data.lerf import (
     LERF_QUERIES,
     LerfAnnotation,
@@ -37,6 +35,7 @@ from ..data.lerf import (
 from ..errors import DataError, RunError
 from ..io import write_json
 from .lerf import evaluate_lerf_frame, lerf_metrics, save_overlay
+from .run import run_metadata
 
 PROTOCOL_NAME = "lerf"
 ALPHA_THRESHOLD = 0.7  # predicted mask = rendered alpha > this (METHOD §6 step 5)
@@ -166,7 +165,7 @@ def run_eval_lerf(
     from ..query.select import filter_selection, gaussian_mask_for_leaves, select_leaves
     from ..train.pipeline import load_run
     from ..train.stage0 import prepare_frames
-    from ..train.run_dir import RunDir, config_hash
+    from ..train.run_dir import RunDir
 
     rd = RunDir(run)
     if rd.path.is_dir() and not rd.instances.is_file():
@@ -262,22 +261,11 @@ def run_eval_lerf(
     result = lerf_metrics(ious)
     result.update(
         {
-            "run": str(loaded.run.path),
-            "scene": str(scene.root),
+            **run_metadata(loaded, compat),
             "scene_name": name,
             "labels": str(label_dir),
-            "seed": cfg.seed,
-            "config_hash": config_hash(cfg),
-            "package_version": __version__,
-            "device": str(model.device),
-            "host": platform.machine(),
-            "language_source": inst.language_source,
-            "language_detail": inst.header.get("language_detail"),
-            "aggregation": inst.header.get("aggregation"),
-            "association": inst.header.get("association"),
             "protocol": PROTOCOL_NAME,
             "metric_protocol": result["protocol"],
-            "compat": compat,
             "min_views": qcfg.min_views_select,
             "alpha_threshold": ALPHA_THRESHOLD,
             "max_scale": MAX_SCALE,

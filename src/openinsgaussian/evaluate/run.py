@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,6 +44,29 @@ def _print_table(result: dict, title: str) -> None:
     Console().print(table)
 
 
+def run_metadata(loaded: Any, compat: bool) -> dict[str, Any]:
+    """What every metrics JSON records to be reproducible: run, scene, seed, config hash, package
+    version, device, host, the language source (so an oracle result is never read as CLIP) and
+    the stage-3 modes. ``loaded`` is a :class:`~openinsgaussian.train.pipeline.LoadedRun`."""
+    from ..train.run_dir import config_hash
+
+    inst, cfg = loaded.instances, loaded.config
+    return {
+        "run": str(loaded.run.path),
+        "scene": str(loaded.scene.root),
+        "seed": cfg.seed,
+        "config_hash": config_hash(cfg),
+        "package_version": __version__,
+        "device": str(loaded.model.device),
+        "host": platform.machine(),
+        "language_source": inst.language_source,
+        "language_detail": inst.header.get("language_detail"),
+        "aggregation": inst.header.get("aggregation"),
+        "association": inst.header.get("association"),
+        "compat": compat,
+    }
+
+
 def run_eval(
     run: Path,
     protocol: Literal["scannet", "lerf"] = "scannet",
@@ -64,7 +87,6 @@ def run_eval(
     from ..query.relevance import label_gaussians
     from ..query.run import text_encoder
     from ..train.pipeline import load_run
-    from ..train.run_dir import config_hash
 
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; supported: {', '.join(PROTOCOLS)}")
@@ -113,18 +135,7 @@ def run_eval(
         )
 
     meta = {
-        "run": str(loaded.run.path),
-        "scene": str(scene.root),
-        "seed": cfg.seed,
-        "config_hash": config_hash(cfg),
-        "package_version": __version__,
-        "device": str(model.device),
-        "host": platform.machine(),
-        "language_source": inst.language_source,
-        "language_detail": inst.header.get("language_detail"),
-        "aggregation": inst.header.get("aggregation"),
-        "association": inst.header.get("association"),
-        "compat": compat,
+        **run_metadata(loaded, compat),
         "min_views": cfg.query.min_views_label,
         "preset": cfg.preset,
         "gaussians_never_assigned": int((inst.leaf_ind >= inst.num_leaves).sum()),

@@ -244,18 +244,9 @@ def render(
             _warn_once("cpu", f"{reason}; rendering with the slow reference backend")
         else:
             composite = fn
+    args = (proj.means2d, proj.conics, opacities, feats, proj.depths, proj.radii, width, height, return_ids)
     try:
-        out, acc, top_id = composite(
-            proj.means2d,
-            proj.conics,
-            opacities,
-            feats,
-            proj.depths,
-            proj.radii,
-            width,
-            height,
-            return_ids,
-        )  # [H,W,C+1], [H,W], [H,W]|None
+        out, acc, top_id = composite(*args)  # [H,W,C+1], [H,W], [H,W]|None
     except BackendError as exc:
         if composite is composite_reference:
             raise
@@ -263,17 +254,7 @@ def render(
             "cpu-run",
             f"the fast CPU compositor failed ({exc}); rendering with the reference backend",
         )
-        out, acc, top_id = composite_reference(
-            proj.means2d,
-            proj.conics,
-            opacities,
-            feats,
-            proj.depths,
-            proj.radii,
-            width,
-            height,
-            return_ids,
-        )
+        out, acc, top_id = composite_reference(*args)
 
     image = out[..., :channels].permute(2, 0, 1)  # [C,H,W]
     alpha = acc[None]  # [1,H,W]
