@@ -34,3 +34,27 @@ def test_synth_then_info(tmp_path, capsys):
     assert main(["info", str(root), "--json-output"]) == 0
     out = capsys.readouterr().out
     assert '"source": "scannet"' in out and '"point_labels": true' in out
+
+
+def test_synth_in_the_lerf_layout_then_benchmark_lerf(tmp_path, capsys):
+    import json
+
+    import torch
+
+    threads = torch.get_num_threads()
+    assert main(["synth", "--out", str(tmp_path), "--preset", "tiny", "--layout", "lerf"]) == 0
+    root = tmp_path / "lerf_ovs"
+    assert (root / "synth_tiny_0" / "sparse" / "0" / "images.bin").is_file()
+    assert "LeRF-OVS layout written" in capsys.readouterr().out
+    out = tmp_path / "bench"
+    args = ["benchmark", "lerf", "--root", str(root), "--scenes", "synth_tiny_0", "--fast",
+            "--out", str(out), "--set", "inputs.masks=ground_truth", "inputs.language=oracle",
+            "threads=1", "query.min_views_select=2"]
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    saved = json.loads((out / "benchmark.json").read_text())
+    assert saved["failed"] == [] and saved["overrides"]["query.min_views_select"] == 2
+    assert saved["command"].startswith("openins benchmark lerf")
+    assert "report:" in capsys.readouterr().out

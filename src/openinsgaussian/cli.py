@@ -24,19 +24,33 @@ def synth(
     preset: Preset = "default",
     seed: int = 0,
     overwrite: bool = False,
+    layout: Literal["scannet", "lerf"] = "scannet",
+    label_frames: int = 4,
 ) -> None:
-    """Generate a procedural indoor room in the ScanNet (OpenGaussian) layout.
+    """Generate a procedural indoor room in the ScanNet (OpenGaussian) or LeRF-OVS layout.
 
     Args:
-        out: Parent folder; the scene is written to OUT/synth_<preset>_<seed>.
+        out: Parent folder; the scene is written to OUT/synth_<preset>_<seed> (ScanNet layout);
+            with --layout lerf also to OUT/lerf_ovs/synth_<preset>_<seed> (COLMAP) with its
+            annotations in OUT/lerf_ovs/label/synth_<preset>_<seed>/.
         preset: Size: tiny (unit tests), small, default (demo and benchmarks).
         seed: Random seed; the same seed gives the same files.
         overwrite: Regenerate even when a complete scene is already there.
+        layout: scannet, or lerf (COLMAP + LangSplat-style polygon annotations, for
+            `openins benchmark lerf --root OUT/lerf_ovs --scenes synth_<preset>_<seed>`).
+        label_frames: LeRF layout: number of annotated frames.
     """
     from .data.synthetic import SynthConfig, generate_room
 
     root = generate_room(SynthConfig(out=out, preset=preset, seed=seed, overwrite=overwrite))
     print(f"scene written to {root}")
+    if layout == "lerf":
+        from .data.synthetic_lerf import LerfLayoutConfig, write_lerf_layout
+
+        cfg = LerfLayoutConfig(label_frames=label_frames)
+        dest = write_lerf_layout(root, out / "lerf_ovs", cfg=cfg)
+        labels = dest.parent / "label" / dest.name
+        print(f"LeRF-OVS layout written to {dest} (annotations in {labels})")
 
 
 def info(
@@ -240,31 +254,37 @@ def evaluate(
 
 
 def benchmark(
-    dataset: Annotated[Literal["scannet", "synthetic"], tyro.conf.Positional],
+    dataset: Annotated[Literal["scannet", "lerf", "synthetic"], tyro.conf.Positional],
     root: Path | None = None,
     scenes: tuple[str, ...] = (),
     fast: bool = False,
     seed: int = 0,
     out: Path | None = None,
+    labels: Path | None = None,
+    set: tuple[str, ...] = (),
 ) -> None:
     """Preprocess, train and evaluate every scene of a benchmark; writes benchmark.json and .md.
 
-    Resumable per scene and per stage. ScanNet results are tabled beside the published
-    OpenGaussian and OpenInsGaussian numbers; synthetic results use the oracle language source.
+    Resumable per scene and per stage. ScanNet and LeRF-OVS results are tabled beside the
+    published numbers; synthetic results use the oracle language source.
 
     Args:
-        dataset: scannet (the 10 scenes of the protocol, under --root) or synthetic (a fixed
-            suite of generated rooms with ground-truth and classical masks).
-        root: Folder holding the scene folders (scannet; synthetic rooms are generated).
+        dataset: scannet (the 10 scenes of the protocol, under --root), lerf (the 4 LeRF-OVS
+            scenes under --root, annotations in ROOT/label/) or synthetic (a fixed suite of
+            generated rooms with ground-truth and classical masks).
+        root: Folder holding the scene folders (scannet, lerf; synthetic rooms are generated).
         scenes: Subset of scenes to run.
         fast: Much shorter schedules, for smoke runs.
         seed: Random seed.
         out: Output folder (default outputs/benchmark/<dataset>).
+        labels: lerf: the annotations folder (LangSplat's label/; default ROOT/label).
+        set: Config overrides for every scene as KEY=VALUE, e.g. --set threads=1.
     """
     from .evaluate.benchmark import run_benchmark
 
     run_benchmark(dataset, root, out or Path("outputs/benchmark") / dataset, scenes=list(scenes) or None,
-                  fast=fast, seed=seed, command="openins " + " ".join(sys.argv[1:]))
+                  fast=fast, seed=seed, overrides=_parse_overrides(set) or None, labels=labels,
+                  command=_command())
 
 
 def export(
@@ -299,8 +319,19 @@ COMMANDS = {
 }
 
 
+_ARGS: list[str] = []  # this invocation's arguments, recorded in benchmark reports
+
+
+def _command() -> str:
+    """The command line of this invocation, e.g. ``openins benchmark synthetic --fast``."""
+    import shlex
+
+    return shlex.join(["openins", *_ARGS])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``openins`` console script."""
+    _ARGS[:] = list(sys.argv[1:] if argv is None else argv)
     try:
         tyro.extras.subcommand_cli_from_dict(
             COMMANDS,

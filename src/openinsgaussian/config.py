@@ -6,17 +6,20 @@ are used); this module is the index a user or a script imports from. Presets:
 - ``synthetic``: the built-in room, GT masks + oracle language, a CPU-sized schedule;
 - ``scannet``: METHOD's ScanNet schedule (frozen points, 30k/20k/20k/20k, k1/k2 = 64/5, SAM level 0);
 - ``lerf``: METHOD's LeRF schedule (densification, 30k/10k/10k/20k, k1/k2 = 64/10, SAM level 3);
+  the published per-scene exceptions (teatime, ramen) are in ``SCENE_OVERRIDES`` and are applied
+  by scene folder name (``pipeline_preset("lerf", scene="teatime")``);
 - ``blender``: photometric training only (random init, densification, white background).
 """
 
 from __future__ import annotations
 
 from .data.synthetic import SynthConfig
+from .data.synthetic_lerf import LerfLayoutConfig
 from .perception.preprocess import PreprocessConfig
 from .query.run import QueryConfig
 from .splats.densify import DensifyConfig
 from .train.inputs import InputsConfig
-from .train.pipeline import PipelineConfig, pipeline_preset
+from .train.pipeline import SCENE_OVERRIDES, PipelineConfig, pipeline_preset
 from .train.stage0 import Stage0Config, stage0_preset
 from .train.stage1 import Stage1Config
 from .train.stage2 import Stage2Config
@@ -27,9 +30,11 @@ STAGE0_PRESETS = ("synthetic", "scannet", "lerf", "blender")
 
 __all__ = [
     "PIPELINE_PRESETS",
+    "SCENE_OVERRIDES",
     "STAGE0_PRESETS",
     "DensifyConfig",
     "InputsConfig",
+    "LerfLayoutConfig",
     "PipelineConfig",
     "PreprocessConfig",
     "QueryConfig",

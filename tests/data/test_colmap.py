@@ -6,6 +6,7 @@ import pytest
 from openinsgaussian.data.camera import Distortion
 from openinsgaussian.data.colmap import (ColmapCamera, ColmapImage, ColmapModel, ColmapPoints,
                                          qvec_to_rotmat, read_colmap, read_colmap_model,
+                                         rotmat_to_qvec,
                                          write_colmap_model)
 from openinsgaussian.errors import DataError
 from openinsgaussian.io import save_image
@@ -183,3 +184,42 @@ def test_unsupported_model_and_broken_files_name_the_problem(tmp_path):
 
     with pytest.raises(DataError, match="no COLMAP model found"):
         read_colmap(tmp_path / "txt" / "nothing")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rotmat_to_qvec_inverts_qvec_to_rotmat(seed):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=4)
+    q = q / np.linalg.norm(q) * (1 if q[0] >= 0 else -1)  # the canonical sign: w >= 0
+    np.testing.assert_allclose(rotmat_to_qvec(qvec_to_rotmat(q)), q, atol=1e-12)
+
+
+def test_rotmat_to_qvec_hand_cases():
+    # identity; 90 degrees about z: q = (cos 45, 0, 0, sin 45); 180 degrees about x: w = 0
+    np.testing.assert_allclose(rotmat_to_qvec(np.eye(3)), [1, 0, 0, 0], atol=1e-15)
+    rz = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]
+    s = math.sqrt(0.5)
+    np.testing.assert_allclose(rotmat_to_qvec(rz), [s, 0, 0, s], atol=1e-15)
+    q = rotmat_to_qvec(np.diag([1.0, -1.0, -1.0]))
+    assert abs(q[0]) < 1e-15 and abs(abs(q[1]) - 1) < 1e-15
+    with pytest.raises(ValueError, match="3x3"):
+        rotmat_to_qvec(np.eye(4))
+
+
+def test_read_colmap_attaches_optional_gt_maps_and_instance_classes(tmp_path):
+    cam = ColmapCamera(1, "PINHOLE", W, H, (20.0, 20.0, 8.0, 6.0))
+    images = {i: ColmapImage(i, np.array([1.0, 0, 0, 0]), np.array([0.0, 0, 2.0 + i]), 1,
+                             f"frame_{i:05d}.png") for i in (1, 2)}
+    write_colmap_model(ColmapModel({1: cam}, images, ColmapPoints(
+        np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0), np.zeros(0, np.int64))),
+        tmp_path / "sparse" / "0")
+    for i in (1, 2):
+        save_image(tmp_path / "images" / f"frame_{i:05d}.png", np.zeros((H, W, 3), np.uint8))
+    save_image(tmp_path / "instance-filt" / "frame_00002.png", np.full((H, W), 3, np.uint16))
+    (tmp_path / "instances.json").write_text('{"instances": [{"id": 3, "class": "sink", "nyu40": 34}]}')
+    scene = read_colmap(tmp_path, eval_split=False)
+    by = {f.name: f for f in scene.train_frames}
+    assert by["frame_00001"].instance_path is None and by["frame_00001"].label_path is None
+    assert by["frame_00002"].instance_path == tmp_path / "instance-filt" / "frame_00002.png"
+    assert (by["frame_00002"].load_instances() == 3).all()
+    assert scene.instance_classes == {3: ("sink", 34)}

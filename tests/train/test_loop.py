@@ -65,8 +65,13 @@ def test_ctrl_c_finishes_the_step_saves_and_reraises(tmp_path):
         return {}
 
     loop = TrainLoop(r, "stage0", 10, checkpoint_every=100, progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        loop.run(step_fn, lambda: {"done": list(done)}, 0)
+    # a background shell starts the tests with SIGINT ignored: start from Python's default handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run(step_fn, lambda: {"done": list(done)}, 0)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert done == [1, 2, 3]  # step 3 completed, step 4 never started
     assert [s for s, _ in list_checkpoints(r, "stage0")] == [3]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

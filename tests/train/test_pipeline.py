@@ -20,6 +20,7 @@ from openinsgaussian.train.pipeline import (
     pipeline_preset,
     read_pipeline_config,
     run_pipeline,
+    scene_overrides,
 )
 from openinsgaussian.train.run_dir import RunDir
 
@@ -218,3 +219,29 @@ def test_a_refused_call_leaves_no_run_behind(room, tmp_path):
     with pytest.raises(RunError, match="stage0 has not finished"):
         run_pipeline(room, tmp_path / "fresh", "synthetic", stages=["stage3"], **TINY)
     assert not (tmp_path / "fresh").exists()
+
+
+def test_published_per_scene_exceptions_follow_the_scene_name():
+    base = pipeline_preset("lerf")
+    tea, ramen = pipeline_preset("lerf", scene="teatime"), pipeline_preset("lerf", scene="ramen")
+    assert (tea.stage2.codebook.k1, tea.stage2.codebook.k2, tea.stage2.codebook.pos_weight) == (
+        32, 10, 0.1,
+    )
+    assert tea.stage1.lambda_s == 0.1 and ramen.stage1.lambda_s == 0.01
+    assert ramen.stage2.codebook == base.stage2.codebook
+    assert pipeline_preset("lerf", scene="figurines") == base
+    assert pipeline_preset("scannet", scene="teatime") == pipeline_preset("scannet")
+    assert scene_overrides("scannet", "teatime") == {} and scene_overrides("lerf", None) == {}
+
+
+def test_run_pipeline_applies_the_exceptions_of_the_data_folder_name(tmp_path):
+    from openinsgaussian.data.synthetic_lerf import write_lerf_layout
+
+    room = generate_room(SynthConfig(out=tmp_path, preset="tiny", seed=0, progress=False))
+    data = write_lerf_layout(room, tmp_path / "lerf_ovs", scene="teatime", progress=False)
+    run = tmp_path / "run"
+    run_pipeline(data, run, "lerf", stages=["stage0"], **{
+        "progress": False, "threads": 1, "stage0.iterations": 2, "stage0.eval": False,
+    })
+    cfg = read_pipeline_config(RunDir(run))
+    assert (cfg.stage2.codebook.k1, cfg.stage2.codebook.pos_weight) == (32, 0.1)

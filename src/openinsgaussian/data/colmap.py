@@ -19,6 +19,7 @@ from ..errors import DataError
 from ..io import atomic_open
 from .camera import Camera, Distortion
 from .images import image_size
+from .scannet import attach_gt_maps, read_instance_classes
 from .scene import Frame, Scene
 from .transforms import attach_language_features, report_missing
 
@@ -133,6 +134,28 @@ def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
         [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
     ])
+
+
+def rotmat_to_qvec(rot: np.ndarray) -> np.ndarray:
+    """Unit quaternion ``[4]`` ``(w, x, y, z)`` with ``w >= 0`` of a rotation ``[3,3]``.
+
+    The eigenvector of the largest eigenvalue of Bar-Itzhack's symmetric 4x4 matrix: stable for
+    every rotation, including 180-degree turns where ``w`` is 0.
+    """
+    r = np.asarray(rot, dtype=np.float64)
+    if r.shape != (3, 3):
+        raise ValueError(f"rotation must be 3x3, got shape {r.shape}")
+    (xx, yx, zx), (xy, yy, zy), (xz, yz, zz) = r  # rows of R; names are column-row pairs
+    k = np.array([
+        [xx - yy - zz, 0, 0, 0],
+        [yx + xy, yy - xx - zz, 0, 0],
+        [zx + xz, zy + yz, zz - xx - yy, 0],
+        [yz - zy, zx - xz, xy - yx, xx + yy + zz],
+    ]) / 3.0
+    vals, vecs = np.linalg.eigh(k)  # lower triangle is used
+    x, y, z, w = vecs[:, int(np.argmax(vals))]
+    q = np.array([w, x, y, z])
+    return -q if q[0] < 0 else q
 
 
 # ---- binary -------------------------------------------------------------------------------------
@@ -491,7 +514,9 @@ def read_colmap(root: str | Path, *, images_dir: str = "images", downscale: floa
     are the test set (3DGS ``--eval``). The index counts every registered image, so the split does not
     shift when some files are missing; missing files are skipped and reported in ``scene.problems``.
     The camera follows the image file's actual size (e.g. a downscaled ``images_2`` folder), then
-    ``downscale``.
+    ``downscale``. Optional ground truth is attached when present, as in the ScanNet layout:
+    ``instance-filt/``, ``label-filt/``, ``depth/`` maps named ``<image stem>.png`` and
+    ``instances.json`` (a synthetic room written with :mod:`.synthetic_lerf` has them).
     """
     root = Path(root)
     sparse = find_sparse_dir(root)
@@ -532,6 +557,7 @@ def read_colmap(root: str | Path, *, images_dir: str = "images", downscale: floa
             cam = cam.scaled(downscale)
         frame = Frame(name=cam.name, camera=cam, image_path=path, background=tuple(background))
         attach_language_features(frame, root)
+        attach_gt_maps(frame, root)  # optional 2D GT maps (e.g. a synthetic room in this layout)
         (test if eval_split and index % holdout_every == 0 else train).append(frame)
     if missing:
         report_missing(problems, img_dir, missing, images_file)
@@ -543,4 +569,5 @@ def read_colmap(root: str | Path, *, images_dir: str = "images", downscale: floa
     else:
         problems.append(f"{sparse}: no 3D points in the COLMAP model; the initial point cloud is empty")
     return Scene(root=root, source="colmap", train_frames=train, test_frames=test, points=points,
-                 colors=colors, problems=problems)
+                 colors=colors, instance_classes=read_instance_classes(root / "instances.json"),
+                 problems=problems)

@@ -1,22 +1,29 @@
-"""``openins benchmark scannet|synthetic``: train and score every scene of a benchmark in one call.
+"""``openins benchmark scannet|lerf|synthetic``: train and score every scene of a benchmark.
 
 For each scene: (synthetic: generate the room) ->
-:func:`~openinsgaussian.train.pipeline.run_pipeline` (resumable per stage) ->
-:func:`~openinsgaussian.evaluate.run.run_eval` (ScanNet protocol, METHOD §7.1) -> 19 / 15 /
-10-class mIoU / mAcc. The dataset figure is the unweighted mean over the
-scenes that finished (:func:`~openinsgaussian.evaluate.scannet.mean_over_scenes`).
+:func:`~openinsgaussian.train.pipeline.run_pipeline` (preprocessing when the cache is missing,
+then stages 0-3, resumable per stage) -> the dataset's protocol: ScanNet (METHOD §7.1, 19 / 15 /
+10-class mIoU / mAcc, :func:`~openinsgaussian.evaluate.run.run_eval`) or LeRF-OVS (METHOD §7.2,
+mIoU / mAcc@0.25 / mAcc@0.5, :func:`~openinsgaussian.evaluate.lerf_run.run_eval_lerf`). The
+dataset figure is the unweighted mean over the scenes that finished.
 
 * ``scannet``: the 10 scenes of METHOD §7.1 under ``root`` (OpenGaussian layout, METHOD §10.1),
   trained with the ``scannet`` pipeline preset; the report puts the published OpenGaussian and
   OpenInsGaussian numbers (:mod:`.published`) beside the measured ones.
+* ``lerf``: the 4 LeRF-OVS scenes (:data:`~openinsgaussian.data.lerf.LERF_SCENES`) under ``root``
+  (COLMAP layout with LangSplat's ``label/<scene>/`` annotations, METHOD §10.2), trained with the
+  ``lerf`` preset and its per-scene exceptions (teatime, ramen); the report follows METHOD §8.2
+  with the published LangSplat / LEGaussians / OpenGaussian / OpenInsGaussian rows
+  (:mod:`.benchmark_lerf`).
 * ``synthetic``: the fixed :data:`SYNTHETIC_SUITE` of procedural rooms, each trained with
   ground-truth masks and with classical (graph-segmentation) masks, both with the oracle language
   source, using the ``synthetic`` preset.
 
-Resumable: a scene whose ``metrics/scannet.json`` is newer than its ``instances.npz`` (same
-seed) is read back, not re-run; otherwise ``run_pipeline(resume=True)`` skips finished stages. A
-failing scene is recorded in ``benchmark.json`` and the next one runs; at the end
-:class:`BenchmarkFailed` is raised when any scene failed (after both reports are written).
+Resumable: a scene whose ``metrics/<protocol>.json`` is newer than its ``instances.npz`` (same
+seed; LeRF: same scene name and label folder) is read back, not re-run; otherwise
+``run_pipeline(resume=True)`` skips finished stages. A failing scene is recorded in
+``benchmark.json`` and the next one runs; at the end :class:`BenchmarkFailed` is raised when any
+scene failed (after both reports are written).
 
 Outputs: ``OUT/benchmark.json`` and ``OUT/benchmark.md`` (written atomically after every scene),
 ``OUT/runs/<run name>/`` (the runs) and, for synthetic, ``OUT/data/`` (the rooms).
@@ -40,12 +47,19 @@ from typing import Any, Literal
 from .. import __version__
 from ..errors import ConfigError, DataError, RunError
 from ..io import write_json, write_text
+from . import benchmark_lerf
 from .published import (
     OIG_SCANNET_PER_SCENE,
     SCANNET_PUBLISHED,
     TAB6_SOURCE,
 )
 from .scannet import mean_over_scenes
+
+Dataset = Literal["scannet", "lerf", "synthetic"]
+DATASETS: tuple[str, ...] = ("scannet", "lerf", "synthetic")
+#: Pipeline preset and evaluation protocol of every benchmark dataset.
+PRESET = {"scannet": "scannet", "lerf": "lerf", "synthetic": "synthetic"}
+PROTOCOL = {"scannet": "scannet", "lerf": "lerf", "synthetic": "scannet"}
 
 #: The 10 ScanNet v2 scenes of the OpenGaussian / OpenInsGaussian evaluation (METHOD §7.1).
 SCANNET_SCENES: tuple[str, ...] = (
@@ -143,6 +157,7 @@ class _Job:
     data: Path  # scene folder (synthetic: written on demand)
     run: Path
     synth: SynthEntry | None = None
+    labels: Path | None = None  # LeRF: folder holding label/<scene>/ (or <scene>/) annotations
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -208,9 +223,11 @@ def _command_line() -> str:
     return shlex.join([*prefix, argv0, *sys.argv[1:]])
 
 
-def _metrics_fresh(run: Path, seed: int) -> dict | None:
-    """``metrics/scannet.json`` when it is newer than ``instances.npz`` and has the same seed."""
-    metrics, inst = run / "metrics" / "scannet.json", run / "instances.npz"
+def _metrics_fresh(job: _Job, seed: int, protocol: str) -> dict | None:
+    """``metrics/<protocol>.json`` when it is newer than ``instances.npz``, has the same seed and
+    scored what this job asks for."""
+    run = job.run
+    metrics, inst = run / "metrics" / f"{protocol}.json", run / "instances.npz"
     if not (metrics.is_file() and inst.is_file()):
         return None
     if metrics.stat().st_mtime < inst.stat().st_mtime:
@@ -219,9 +236,12 @@ def _metrics_fresh(run: Path, seed: int) -> dict | None:
         data = json.loads(metrics.read_text())
     except (OSError, ValueError):
         return None
-    if data.get("seed") != seed or "lists" not in data:
+    if data.get("seed") != seed:
         return None
-    return data
+    if protocol == "lerf":
+        assert job.labels is not None
+        return data if benchmark_lerf.metrics_match(data, job.scene, job.labels) else None
+    return data if "lists" in data else None
 
 
 def _stage_seconds(run: Path) -> dict[str, float]:
@@ -234,8 +254,11 @@ def _stage_seconds(run: Path) -> dict[str, float]:
     return {k: v["seconds"] for k, v in stages.items() if not v.get("skipped")}
 
 
-def _summary(metrics: Mapping) -> dict:
-    """The reported numbers of one scene: mIoU / mAcc / classes present per class list."""
+def _summary(metrics: Mapping, protocol: str = "scannet") -> dict:
+    """The reported numbers of one scene: mIoU / mAcc / classes present per class list (ScanNet),
+    mIoU / mAcc@0.25 / mAcc@0.5 (LeRF)."""
+    if protocol == "lerf":
+        return benchmark_lerf.summary(metrics)
     return {
         n: {
             "miou": metrics["lists"][n]["miou"],
@@ -291,9 +314,23 @@ def _markdown(result: dict) -> str:
         f"- wall time: {result['wall_seconds']:.0f} s for this call",
         f"- language sources: {', '.join(result['language_sources']) or '-'}; mask sources: "
         f"{', '.join(result['mask_sources'])}",
-        "- metrics: ScanNet protocol (METHOD §7.1), mIoU / mAcc in percent; Mean = unweighted "
-        "mean over the scenes that finished",
     ]
+    if ds == "lerf":
+        lines.append(
+            "- metrics: LeRF-OVS protocol (METHOD §7.2: text selection in 3D rendered from every "
+            "annotated camera, alpha > 0.7 vs the polygons), mIoU / mAcc@0.25 / mAcc@0.5 in "
+            "percent; Mean = unweighted mean over the scenes that finished"
+        )
+    else:
+        lines.append(
+            "- metrics: ScanNet protocol (METHOD §7.1), mIoU / mAcc in percent; Mean = unweighted "
+            "mean over the scenes that finished"
+        )
+    if ds != "synthetic" and "oracle" in result["language_sources"]:
+        lines.append(
+            "- **the oracle language source was used** (clean per-class language features from "
+            "GT labels, no CLIP): not comparable with the published rows"
+        )
     if ds == "synthetic":
         lines.append(
             "- **synthetic results use the oracle language source** (clean per-class language "
@@ -302,6 +339,9 @@ def _markdown(result: dict) -> str:
         )
     lines.append("")
     groups = result["mask_sources"] if ds == "synthetic" else [None]
+    if ds == "lerf":
+        lines += benchmark_lerf.tables(result)
+        groups = []
     for masks in groups:
         scenes = [s for s in result["scenes"] if masks is None or s["masks"] == masks]
         rows: list[tuple[str, list[str]]] = []
@@ -349,10 +389,34 @@ def _markdown(result: dict) -> str:
 
 
 def _jobs(
-    dataset: str, root: Path | None, out: Path, scenes: list[str] | None, fast: bool, masks: str
+    dataset: str,
+    root: Path | None,
+    out: Path,
+    scenes: list[str] | None,
+    fast: bool,
+    masks: str,
+    labels: Path | None = None,
 ) -> list[_Job]:
-    """The scenes to run; ``masks`` is the planned mask source of ScanNet runs."""
+    """The scenes to run; ``masks`` is the planned mask source of ScanNet / LeRF runs."""
     suffix = "_fast" if fast else ""  # fast and full runs never share a run folder
+    if dataset == "lerf":
+        from ..data.lerf import LERF_SCENES
+
+        if root is None:
+            raise ConfigError(
+                "the lerf benchmark needs --root: the folder holding the scene folders and label/"
+            )
+        root = Path(root)
+        label_root = Path(labels) if labels is not None else root / "label"
+        names = list(scenes) if scenes else list(LERF_SCENES)
+        benchmark_lerf.check_lerf_root(root, label_root, names, restricted=scenes is not None)
+        return [
+            _Job(
+                name=s, scene=s, masks=masks, data=root / s, run=out / "runs" / f"{s}{suffix}",
+                labels=label_root,
+            )
+            for s in names
+        ]
     if dataset == "scannet":
         if root is None:
             raise ConfigError(
@@ -390,13 +454,13 @@ def _jobs(
 
 
 def _train_and_eval(
-    job: _Job, preset: str, seed: int, overrides: dict, progress: bool
+    job: _Job, preset: str, protocol: str, seed: int, overrides: dict, progress: bool
 ) -> tuple[dict, bool]:
     """(metrics, reused) of one scene: generate (synthetic), train (resumable), evaluate."""
     from ..train.pipeline import run_pipeline
     from .run import run_eval
 
-    fresh = _metrics_fresh(job.run, seed)
+    fresh = _metrics_fresh(job, seed, protocol)
     if fresh is not None:
         return fresh, True
     if job.synth is not None:
@@ -411,7 +475,9 @@ def _train_and_eval(
         raise DataError(
             job.data,
             "scene folder not found",
-            "expected transforms_train.json, transforms_test.json, points3d.ply and "
+            "expected images/ and sparse/0/ in it (METHOD §10.2)"
+            if protocol == "lerf"
+            else "expected transforms_train.json, transforms_test.json, points3d.ply and "
             "<scene>_vh_clean_2.labels.ply in it (METHOD §10.1)",
         )
     ov: dict[str, Any] = {"seed": seed, "progress": progress}
@@ -419,13 +485,27 @@ def _train_and_eval(
         cache = job.data / f"language_features_{job.masks}"  # one cache per mask source
         ov |= {"inputs.masks": job.masks, "inputs.cache": str(cache)}
     ov |= overrides
+    if protocol == "lerf" and job.labels is not None:
+        # fail before training when the annotations are missing (a restricted run skips the check)
+        if benchmark_lerf.label_folder(job.labels, job.scene) is None:
+            raise DataError(
+                job.labels, f"no LeRF annotations for scene {job.scene!r}",
+                f"expected {job.labels / job.scene}/frame_*.json (LangSplat's label/ folder)",
+            )
     run_pipeline(job.data, job.run, preset=preset, resume=True, **ov)
+    if protocol == "lerf":
+        return (
+            run_eval(
+                job.run, "lerf", labels=job.labels, scene_name=job.scene, print_table=False
+            ),
+            False,
+        )
     return run_eval(job.run, print_table=False), False
 
 
 # ---- the runner --------------------------------------------------------------------------------
 def run_benchmark(
-    dataset: Literal["scannet", "synthetic"],
+    dataset: Dataset,
     root: Path | None,
     out: Path,
     scenes: list[str] | None = None,
@@ -436,18 +516,21 @@ def run_benchmark(
     progress: bool = True,
     command: str | None = None,
     raise_on_failure: bool = True,
+    labels: Path | None = None,
 ) -> dict:
     """Train and evaluate every scene of ``dataset``; write ``out/benchmark.json`` and ``.md``.
 
     Args:
-        dataset: ``scannet`` (the 10 scenes of METHOD §7.1 under ``root``, preset ``scannet``) or
-            ``synthetic`` (:data:`SYNTHETIC_SUITE`, preset ``synthetic``, oracle language).
-        root: scannet: folder holding ``<scene>/`` folders (required). synthetic: where the rooms
-            are generated (None: ``out/data``).
+        dataset: ``scannet`` (the 10 scenes of METHOD §7.1 under ``root``, preset ``scannet``),
+            ``lerf`` (the 4 LeRF-OVS scenes under ``root``, preset ``lerf``) or ``synthetic``
+            (:data:`SYNTHETIC_SUITE`, preset ``synthetic``, oracle language).
+        root: scannet / lerf: folder holding ``<scene>/`` folders (required; for lerf also
+            ``label/<scene>/``). synthetic: where the rooms are generated (None: ``out/data``).
         out: output folder (runs under ``out/runs``).
-        scenes: run only these scenes (scannet: scene folder names, which need not be among the
-            10; synthetic: room names ``synth_small_0`` or run names ``synth_small_0_classical``).
-            Without it, scannet requires all 10 scenes and lists the missing ones.
+        scenes: run only these scenes (scannet / lerf: scene folder names, which need not be
+            among the published ones; synthetic: room names ``synth_small_0`` or run names
+            ``synth_small_0_classical``). Without it, scannet and lerf require every scene of the
+            protocol and list the missing ones before anything runs.
         fast: smoke-test schedule (:data:`FAST_OVERRIDES`), in run folders ``<name>_fast``.
         seed: training seed of every run.
         overrides: extra dotted config overrides applied last (e.g. ``{"threads": 1}``, or
@@ -457,6 +540,7 @@ def run_benchmark(
             printed).
         command: command line recorded in the report (None: this process's ``sys.argv``).
         raise_on_failure: raise :class:`BenchmarkFailed` at the end when a scene failed.
+        labels: lerf: the annotations folder (LangSplat's ``label/``); None: ``root/label``.
 
     Returns:
         The dict written to ``benchmark.json``.
@@ -466,14 +550,18 @@ def run_benchmark(
     from ..train.pipeline import pipeline_preset, read_pipeline_config
     from ..train.run_dir import RunDir
 
-    if dataset not in ("scannet", "synthetic"):
-        raise ConfigError(f"unknown benchmark dataset {dataset!r}; choose scannet or synthetic")
+    if dataset not in DATASETS:
+        raise ConfigError(
+            f"unknown benchmark dataset {dataset!r}; choose one of {', '.join(DATASETS)}"
+        )
+    if labels is not None and dataset != "lerf":
+        raise ConfigError("labels (--labels) applies to the lerf benchmark only")
     out = Path(out)
     console = Console()
-    preset = "scannet" if dataset == "scannet" else "synthetic"
+    preset, protocol = PRESET[dataset], PROTOCOL[dataset]
     extra = {**(FAST_OVERRIDES if fast else {}), **dict(overrides or {})}
     planned = str(extra.get("inputs.masks", pipeline_preset(preset).inputs.masks))
-    jobs = _jobs(dataset, root, out, scenes, fast, planned)
+    jobs = _jobs(dataset, root, out, scenes, fast, planned, labels)
     out.mkdir(parents=True, exist_ok=True)
     if command is None:
         command = _command_line()
@@ -481,6 +569,8 @@ def run_benchmark(
         "benchmark": f"openins-benchmark-{dataset}",
         "dataset": dataset,
         "root": None if root is None else str(root),
+        "labels": str(jobs[0].labels) if jobs and jobs[0].labels is not None else None,
+        "protocol": protocol,
         "out": str(out),
         "preset": preset,
         "fast": fast,
@@ -506,7 +596,12 @@ def run_benchmark(
         result["language_sources"] = sorted(
             {s["language_source"] for s in ok if s.get("language_source")}
         )
-        result["mean"] = mean_over_scenes([{"lists": s["metrics"]} for s in ok]) if ok else None
+        if protocol == "lerf":
+            result["mean"] = benchmark_lerf.mean(ok)
+        else:
+            result["mean"] = (
+                mean_over_scenes([{"lists": s["metrics"]} for s in ok]) if ok else None
+            )
         if dataset == "synthetic":
             for m in result["mask_sources"]:
                 sub = [{"lists": s["metrics"]} for s in ok if s["masks"] == m]
@@ -527,20 +622,28 @@ def run_benchmark(
             "run": str(job.run),
         }
         try:
-            metrics, reused = _train_and_eval(job, preset, seed, extra, progress)
+            metrics, reused = _train_and_eval(job, preset, protocol, seed, extra, progress)
             entry |= {
                 "status": "ok",
                 "masks": read_pipeline_config(RunDir(job.run)).inputs.masks,
                 "reused": reused,
                 "language_source": metrics.get("language_source"),
                 "config_hash": metrics.get("config_hash"),
-                "metrics": _summary(metrics),
+                "metrics": _summary(metrics, protocol),
             }
-            msg = ", ".join(
-                f"{n}: {_pct(v['miou'])} / {_pct(v['macc'])}" for n, v in entry["metrics"].items()
-            )
+            if protocol == "lerf":
+                m = entry["metrics"]
+                msg = (
+                    f"mIoU {_pct(m.get('miou'))}, mAcc@0.25 {_pct(m.get('macc@0.25'))}, "
+                    f"mAcc@0.5 {_pct(m.get('macc@0.5'))} ({m.get('pairs')} pairs)"
+                )
+            else:
+                msg = "mIoU / mAcc " + ", ".join(
+                    f"{n}: {_pct(v['miou'])} / {_pct(v['macc'])}"
+                    for n, v in entry["metrics"].items()
+                )
             tag = " (reused)" if reused else ""
-            console.print(f"[green]ok[/green] {job.name}{tag}: mIoU / mAcc {msg}")
+            console.print(f"[green]ok[/green] {job.name}{tag}: {msg}")
         except Exception as e:  # one scene's failure must not stop the others
             entry |= {
                 "status": "failed",
@@ -570,6 +673,7 @@ def run_benchmark(
 
 
 __all__ = [
+    "DATASETS",
     "FAST_OVERRIDES",
     "SCANNET_SCENES",
     "SYNTHETIC_SUITE",

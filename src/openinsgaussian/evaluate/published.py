@@ -1,4 +1,4 @@
-"""Published ScanNet numbers (METHOD §8.1 and §8.3), for comparison beside measured results.
+"""Published ScanNet (METHOD §8.1, §8.3) and LeRF-OVS (§8.2) numbers, beside measured results.
 
 Every value here is **published**, copied from the papers, never measured by this package. All
 values are **fractions** in [0, 1] (the unit of ``metrics/scannet.json``): the percentages of
@@ -83,7 +83,64 @@ OIG_SCANNET_PER_SCENE_MEAN: dict[str, tuple[float, float]] = _scene(
     (0.5142, 0.6915), (0.3814, 0.5530), (0.3750, 0.5438)
 )
 
+LERF_SOURCE = "OG-paper Tab. 1; OIG-paper Tab. 2"
+LERF_ACC50_SOURCE = "OIG-paper Tab. 7"
+
+
+@dataclass(frozen=True)
+class PublishedLerf:
+    """One published LeRF-OVS row: per-scene mIoU / mAcc@0.25 (and mAcc@0.5 where printed)."""
+
+    method: str
+    source: str
+    scores: dict[str, dict[str, float]]
+    """Scene (figurines / teatime / ramen / waldo_kitchen / mean) -> {"miou", "macc@0.25"[,
+    "macc@0.5"]}, fractions."""
+    published: bool = True
+
+
+def _lerf_row(
+    method: str, v: dict[str, tuple[float, float]], acc50: dict[str, float] | None = None
+) -> PublishedLerf:
+    """Row from Tab. 2's percentages ``{scene: (mIoU, mAcc@0.25)}`` (stored as fractions)."""
+    scores: dict[str, dict[str, float]] = {}
+    for scene, (miou, acc25) in v.items():
+        scores[scene] = {"miou": round(miou / 100.0, 6), "macc@0.25": round(acc25 / 100.0, 6)}
+        if acc50 is not None:
+            scores[scene]["macc@0.5"] = round(acc50[scene] / 100.0, 6)
+    source = LERF_SOURCE + (f"; mAcc@0.5 {LERF_ACC50_SOURCE}" if acc50 else "")
+    return PublishedLerf(method=method, source=source, scores=scores)
+
+
+#: METHOD §8.2: LeRF-OVS 3D object selection, mIoU / mAcc@0.25 per scene and mean (published).
+LERF_PUBLISHED: dict[str, PublishedLerf] = {
+    "LangSplat": _lerf_row("LangSplat", {
+        "figurines": (10.16, 8.93), "teatime": (11.38, 20.34), "ramen": (7.92, 11.27),
+        "waldo_kitchen": (9.18, 9.09), "mean": (9.66, 12.41),
+    }),
+    "LEGaussians": _lerf_row("LEGaussians", {
+        "figurines": (17.99, 23.21), "teatime": (19.27, 27.12), "ramen": (15.79, 26.76),
+        "waldo_kitchen": (11.78, 18.18), "mean": (16.21, 23.82),
+    }),
+    "OpenGaussian": _lerf_row("OpenGaussian", {
+        "figurines": (39.29, 55.36), "teatime": (60.44, 76.27), "ramen": (31.01, 42.25),
+        "waldo_kitchen": (22.70, 31.82), "mean": (38.36, 51.43),
+    }),
+    "OpenInsGaussian": _lerf_row(
+        "OpenInsGaussian",
+        {
+            "figurines": (53.75, 76.79), "teatime": (58.55, 77.97), "ramen": (26.38, 43.66),
+            "waldo_kitchen": (31.78, 50.00), "mean": (42.62, 62.11),
+        },
+        acc50={"figurines": 58.93, "ramen": 19.72, "teatime": 64.41, "waldo_kitchen": 40.91,
+               "mean": 45.99},
+    ),
+}
+
 __all__ = [
+    "LERF_PUBLISHED",
+    "LERF_SOURCE",
+    "PublishedLerf",
     "OIG_SCANNET_PER_SCENE",
     "OIG_SCANNET_PER_SCENE_MEAN",
     "SCANNET_PUBLISHED",

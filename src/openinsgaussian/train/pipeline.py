@@ -102,8 +102,28 @@ _PUBLISHED = {
 }
 
 
-def pipeline_preset(name: str) -> PipelineConfig:
-    """Named presets (see the module docstring).
+#: Per-scene exceptions of the published schedules (METHOD §9), as dotted overrides applied on
+#: top of the preset when the scene folder has this name: teatime k1 32 and pos_weight 0.1, ramen
+#: L_s weight 0.01.
+SCENE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "lerf": {
+        "teatime": {"stage2.codebook.k1": 32, "stage2.codebook.pos_weight": 0.1},
+        "ramen": {"stage1.lambda_s": 0.01},
+    },
+}
+
+
+def scene_overrides(preset: str, scene: str | None) -> dict[str, Any]:
+    """Published per-scene exceptions of ``preset`` for the scene folder ``scene`` ({} if none)."""
+    if scene is None:
+        return {}
+    return dict(SCENE_OVERRIDES.get(preset, {}).get(scene, {}))
+
+
+def pipeline_preset(name: str, scene: str | None = None) -> PipelineConfig:
+    """Named presets (see the module docstring), with ``scene``'s published exceptions applied.
+
+    ``scene`` is the scene folder name, e.g. ``teatime``: see :data:`SCENE_OVERRIDES`.
 
     ``synthetic`` schedule, sized for the ``default`` room on a 2-core CPU (measurements in
     benchmarks/results/bench_synthetic_pipeline.json): 1000 stage-0 steps (30.7 dB test PSNR);
@@ -118,7 +138,7 @@ def pipeline_preset(name: str) -> PipelineConfig:
     """
     if name in _PUBLISHED:
         p = _PUBLISHED[name]
-        return PipelineConfig(
+        cfg = PipelineConfig(
             preset=name,
             inputs=InputsConfig(level=p.sam_level, masks="sam", language="clip"),
             stage0=stage0_preset(name),
@@ -131,6 +151,11 @@ def pipeline_preset(name: str) -> PipelineConfig:
             stage3=Stage3Config(),
             query=QueryConfig(min_views_label=2, min_views_select=5, filter=p.query_filter),
         )
+        exceptions = scene_overrides(name, scene)
+        if exceptions:
+            log.info("%s preset, scene %s: published per-scene values %s", name, scene, exceptions)
+            cfg = apply_overrides(cfg, exceptions)
+        return cfg
     if name == "synthetic":
         s0 = replace(stage0_preset("synthetic"), iterations=1000, checkpoint_every=500)
         return PipelineConfig(
@@ -305,7 +330,8 @@ def run_pipeline(
         data: scene folder.
         run: run directory (created).
         preset: ``synthetic``, ``scannet`` or ``lerf`` (ignored when resuming a run with a saved
-            config, or when ``config`` is given).
+            config, or when ``config`` is given); the published per-scene exceptions of the data
+            folder's name are applied (:data:`SCENE_OVERRIDES`, e.g. LeRF teatime).
         resume: continue a run: finished stages are skipped, an interrupted stage continues from
             its newest checkpoint. Without it, a run directory that already holds checkpoints is
             refused.
@@ -343,7 +369,11 @@ def run_pipeline(
     base = (
         config
         if config is not None
-        else (saved if (saved is not None and resume) else pipeline_preset(preset))
+        else (
+            saved
+            if (saved is not None and resume)
+            else pipeline_preset(preset, scene=Path(data).resolve().name)
+        )
     )
     cfg = resolve_config(
         apply_overrides(base, _normalise_overrides(overrides)) if overrides else base
