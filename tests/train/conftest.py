@@ -21,8 +21,8 @@ TrainedRoom = tuple[Path, GaussianModel, TrainingInputs]
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """The CPU compositor's backward adds with atomics across threads; one thread keeps runs bitwise
-    reproducible (the resume tests compare runs) and is the faster setting for tiny images.
+    """One torch thread: the faster setting for tiny images on a busy machine, and one fixed
+    thread count for the resume tests, which compare runs bitwise.
 
     Modules that compare runs use it for all their tests:
     ``pytestmark = pytest.mark.usefixtures("one_thread")``.

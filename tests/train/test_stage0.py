@@ -40,8 +40,7 @@ def room(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def one_thread():
-    """The CPU compositor sums gradients with atomic adds across threads; one thread makes every
-    run bitwise reproducible, which the resume tests compare against. It is also the faster
+    """One fixed thread count for the resume tests, which compare runs bitwise; also the faster
     setting for 64x48 images on a busy machine (no thread synchronisation per small op)."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -17,10 +17,11 @@ place atomically, so parallel test workers never see a half-written file. When n
 available or the build fails, :func:`cpu_backend_available` is False and
 :func:`cpu_backend_error` says why; callers then use the reference.
 
-Results equal the reference's up to float rounding (same skip/stop decisions). The forward pass
-is deterministic for any thread count; the backward pass sums per-tile gradients in per-thread
-buffers filled in whatever order the threads pick tiles, so with several threads the last bits
-of a gradient may vary from run to run (with one thread it is deterministic).
+Results equal the reference's up to float rounding (same skip/stop decisions). Both passes are
+bitwise deterministic for any thread count: the backward pass stores each Gaussian's gradient
+sum per (tile, Gaussian) pair and adds the pairs of a Gaussian in a fixed tile order. Only when
+that pair buffer would exceed 1 GB (tens of millions of pairs) does it fall back to per-thread
+buffers filled in the order the threads pick tiles, where the last bits may vary between runs.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ from openinsgaussian.io import write_text
 from openinsgaussian.render.reference import validate_composite_inputs
 
 _SOURCE = Path(__file__).with_name("csrc") / "composite_cpu.cpp"
-_ABI_VERSION = 5  # must match oig_abi_version() in the C++ source
+_ABI_VERSION = 6  # must match oig_abi_version() in the C++ source
+#: Memory the backward pass may use for its per-(tile, Gaussian) gradient slots, which make it
+#: bitwise deterministic; past it, it sums in per-thread buffers (last bits may vary by run).
+PAIR_BUDGET_BYTES = 1 << 30
 # -ffp-contract=off: no fused multiply-add, so the kernel rounds exactly like torch's elementwise
 # ops and makes the same skip/stop decisions as the reference at the 1/255 and 1e-4 thresholds.
 _CXXFLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off", "-Wno-psabi")
@@ -169,7 +173,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         f.argtypes = [P, P, P, P, P, P, I64, I64, I32, I32, P, P, I32, P, P, P, P, P]
         f = getattr(lib, f"oig_backward_{suffix}")
         f.restype = I32
-        f.argtypes = [P, P, P, P, P, P, I64, I64, I32, I32, P, P, I32, P, P, P, P, I64, P, P, P, P]
+        f.argtypes = [P, P, P, P, P, P, I64, I64, I32, I32, P, P, I32, P, P, P, P, I64, P, P, P, P,
+                      I64]
         f = getattr(lib, f"oig_visible_order_{suffix}")
         f.restype, f.argtypes = I64, [P, P, I32, I64, P, P]
     lib.oig_bin_fill.restype = None
@@ -341,7 +346,10 @@ class _CompositeCPU(torch.autograd.Function):
         rc = bwd(*map(_ptr, (means2d, conics, opacities, features, rad, order)), order.shape[0],
                  n_ch, width, height, _ptr(offsets), _ptr(ids), torch.get_num_threads(),
                  *map(_ptr, (T_final, last, grad_image, grad_alpha)), n,
-                 *map(_ptr, (g_means2d, g_conics, g_opac, g_feat)))
+                 *map(_ptr, (g_means2d, g_conics, g_opac, g_feat)), PAIR_BUDGET_BYTES)
+        if rc == 2:
+            raise BackendError("the fast CPU compositor's backward pass found other tile boxes "
+                               "than its forward pass (inputs changed in between?)")
         if rc != 0:
             raise BackendError("the fast CPU compositor ran out of memory in the backward pass")
         need = ctx.needs_input_grad

@@ -26,9 +26,13 @@
 //   - Threads: a pool of std::threads pulls tile indices from an atomic counter (central tiles are
 //     far heavier than border tiles, so static splitting would leave threads idle).
 //   - Backward walks each tile's list back to front, reconstructing T by division as 3DGS does,
-//     sums each Gaussian's gradient over the tile in SIMD lanes and adds it to its thread's own
-//     gradient buffer (one shared buffer with atomic adds when the per-thread buffers would
-//     exceed 512 MB); a final pass sums the buffers and scatters them back to input order.
+//     and sums each Gaussian's gradient over the tile in SIMD lanes. The sum is stored in the
+//     slot of that (tile, Gaussian) pair (each Gaussian's slots are contiguous, one per tile of
+//     its box in row-major order); a second pass adds every Gaussian's slots in that order, so
+//     gradients are bitwise reproducible for any thread count. When the pair buffer would exceed
+//     the caller's budget (1 GB by default), each thread adds into its own per-Gaussian buffer
+//     instead (or, past 512 MB for those, one shared buffer with atomic adds): the summation
+//     order then depends on the thread schedule, so the last bits may differ between runs.
 //   - Depth sort: a single-threaded radix sort on order-preserving integer keys.
 
 #include <algorithm>
@@ -542,10 +546,27 @@ void forward_tile(const Ctx<S>& P, int64_t t, const int64_t* order, S* image, S*
 // Backward
 // ---------------------------------------------------------------------------------------------
 
+// Where backward_tile puts a Gaussian's tile sum: its pair slot (store), its thread's buffer
+// (add), or one buffer shared by all threads (atomic add).
+enum class GradSink { kPair, kOwn, kShared };
+
+// Pair slots of the deterministic backward: Gaussian s owns slots [start[s], start[s + 1]), one
+// per tile of its box `rects[4 s ..]` (x0, x1, y0, y1, as binned) in row-major order.
+struct PairSlots {
+  const int32_t* rects;
+  const int64_t* start;
+  int tiles_x;
+  int64_t slot(int32_t s, int64_t t) const {
+    const int32_t* r = rects + 4 * static_cast<int64_t>(s);
+    const int64_t tx = t % tiles_x, ty = t / tiles_x;
+    return start[s] + (ty - r[2]) * (r[1] - r[0] + 1) + (tx - r[0]);
+  }
+};
+
 template <typename S>
 void backward_tile(const Ctx<S>& P, int64_t t, const S* T_final, const int32_t* last_in,
-                   const S* grad_image, const S* grad_alpha, S* gpack, bool shared,
-                   std::vector<typename Lanes<S>::V>& scratch) {
+                   const S* grad_image, const S* grad_alpha, S* gpack, GradSink sink,
+                   const PairSlots* pairs, std::vector<typename Lanes<S>::V>& scratch) {
   using V = typename Lanes<S>::V;
   using I = typename Lanes<S>::I;
   const int tiles_x = (P.W + kTile - 1) / kTile;
@@ -633,13 +654,18 @@ void backward_tile(const Ctx<S>& P, int64_t t, const S* T_final, const int32_t* 
       used |= ok;
     }
     if (!any_lane(used)) continue;
-    S* gs = gpack + s * K;
     const S sums[6] = {lane_sum(lmx), lane_sum(lmy), lane_sum(la), lane_sum(lb), lane_sum(lc),
                        lane_sum(lo)};
-    if (shared) {
+    if (sink == GradSink::kPair) {  // the slot of this (tile, Gaussian) pair: written once
+      S* gs = gpack + pairs->slot(s, t) * K;
+      for (int i = 0; i < 6; ++i) gs[i] = sums[i];
+      for (int64_t ch = 0; ch < C; ++ch) gs[6 + ch] = lane_sum(lgf[ch]);
+    } else if (sink == GradSink::kShared) {
+      S* gs = gpack + s * K;
       for (int i = 0; i < 6; ++i) atomic_add(gs + i, sums[i]);
       for (int64_t ch = 0; ch < C; ++ch) atomic_add(gs + 6 + ch, lane_sum(lgf[ch]));
     } else {
+      S* gs = gpack + s * K;
       for (int i = 0; i < 6; ++i) gs[i] += sums[i];
       for (int64_t ch = 0; ch < C; ++ch) gs[6 + ch] += lane_sum(lgf[ch]);
     }
@@ -677,7 +703,8 @@ int backward_impl(const S* means2d, const S* conics, const S* opac, const S* fea
                   const int64_t* rad, const int64_t* order, int64_t n_vis, int64_t C, int W,
                   int H, const int64_t* tile_offsets, const int32_t* tile_ids, int n_threads,
                   const S* T_final, const int32_t* last, const S* grad_image, const S* grad_alpha,
-                  int64_t n, S* g_means2d, S* g_conics, S* g_opac, S* g_feat) {
+                  int64_t n, S* g_means2d, S* g_conics, S* g_opac, S* g_feat,
+                  int64_t pair_budget) {
   try {
     const int nt = std::max(1, n_threads);
     const int64_t K = 6 + C;
@@ -688,23 +715,73 @@ int backward_impl(const S* means2d, const S* conics, const S* opac, const S* fea
     std::vector<Splat<S>> sp(static_cast<size_t>(n_vis));
     std::vector<S> fp(static_cast<size_t>(n_vis * C));
     pack<S>(means2d, conics, opac, feat, rad, order, n_vis, C, nt, sp.data(), fp.data());
-    // Gradient sums in depth order, [V, 6 + C] per buffer. One buffer per thread when they fit
-    // in kPrivateBudget bytes: plain adds, no cache-line ping-pong between threads working on
+    const Ctx<S> P{sp.data(), fp.data(), C, W, H, tile_offsets, tile_ids};
+    const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
+    const int64_t n_tiles = (int64_t)tiles_x * tiles_y;
+    std::vector<std::vector<typename Lanes<S>::V>> scratch(nt);
+    const int64_t chunk = 4096;
+    auto scatter = [&](int64_t g, const S* total) {  // depth-order sums -> input order
+      g_means2d[2 * g] = total[0], g_means2d[2 * g + 1] = total[1];
+      g_conics[3 * g] = total[2], g_conics[3 * g + 1] = total[3], g_conics[3 * g + 2] = total[4];
+      g_opac[g] = total[5];
+      std::memcpy(g_feat + g * C, total + 6, sizeof(S) * C);
+    };
+
+    // Deterministic path: one slot per (tile, Gaussian) pair, summed per Gaussian in tile order.
+    const int64_t n_pairs = tile_offsets[n_tiles];
+    if (static_cast<double>(n_pairs) * K * sizeof(S) <= static_cast<double>(pair_budget)) {
+      // the boxes binning gave each Gaussian (same rule, same inputs) and their slot offsets
+      std::vector<int32_t> rects(static_cast<size_t>(4 * n_vis));
+      std::vector<int64_t> start(static_cast<size_t>(n_vis + 1), 0);
+      run_parallel((n_vis + chunk - 1) / chunk, nt, [&](int64_t ci, int) {
+        const int64_t end = std::min(n_vis, (ci + 1) * chunk);
+        for (int64_t s = ci * chunk; s < end; ++s) {
+          const int64_t g = order[s];
+          int32_t* r = rects.data() + 4 * s;
+          start[s + 1] = tile_rect<S>(means2d[2 * g], means2d[2 * g + 1], rad[s], W, H,
+                                      tiles_x, tiles_y, r)
+                             ? static_cast<int64_t>(r[1] - r[0] + 1) * (r[3] - r[2] + 1)
+                             : 0;
+        }
+      });
+      for (int64_t s = 0; s < n_vis; ++s) start[s + 1] += start[s];
+      if (start[n_vis] != n_pairs) return 2;  // boxes differ from the binning: caller reports
+      const PairSlots slots{rects.data(), start.data(), tiles_x};
+      std::vector<S> pbuf(static_cast<size_t>(n_pairs * K), S(0));
+      run_parallel(n_tiles, nt, [&](int64_t t, int slot) {
+        backward_tile<S>(P, t, T_final, last, grad_image, grad_alpha, pbuf.data(),
+                         GradSink::kPair, &slots, scratch[slot]);
+      });
+      run_parallel((n_vis + chunk - 1) / chunk, nt, [&](int64_t ci, int) {
+        const int64_t end = std::min(n_vis, (ci + 1) * chunk);
+        std::vector<S> total(static_cast<size_t>(K));
+        for (int64_t s = ci * chunk; s < end; ++s) {
+          if (start[s + 1] == start[s]) continue;  // off-screen: zero gradients
+          std::fill(total.begin(), total.end(), S(0));
+          for (int64_t q = start[s]; q < start[s + 1]; ++q) {
+            const S* gs = pbuf.data() + q * K;
+            for (int64_t i = 0; i < K; ++i) total[i] += gs[i];
+          }
+          scatter(order[s], total.data());
+        }
+      });
+      return 0;
+    }
+
+    // Fallback: gradient sums in depth order, [V, 6 + C] per buffer. One buffer per thread when
+    // they fit in kPrivateBudget bytes: plain adds, no cache-line ping-pong between threads on
     // neighbouring tiles (which share most Gaussians); else one buffer with atomic adds.
     constexpr double kPrivateBudget = 512.0 * (1 << 20);
     const int64_t per = n_vis * K;
     const bool priv = nt == 1 || static_cast<double>(nt) * per * sizeof(S) <= kPrivateBudget;
     const int n_buf = priv ? nt : 1;
     std::vector<S> gbuf(static_cast<size_t>(n_buf * per), S(0));
-    const Ctx<S> P{sp.data(), fp.data(), C, W, H, tile_offsets, tile_ids};
-    const int64_t n_tiles = (int64_t)((W + kTile - 1) / kTile) * ((H + kTile - 1) / kTile);
-    std::vector<std::vector<typename Lanes<S>::V>> scratch(nt);
     run_parallel(n_tiles, nt, [&](int64_t t, int slot) {
       S* own = gbuf.data() + (priv ? slot * per : 0);
-      backward_tile<S>(P, t, T_final, last, grad_image, grad_alpha, own, !priv, scratch[slot]);
+      backward_tile<S>(P, t, T_final, last, grad_image, grad_alpha, own,
+                       priv ? GradSink::kOwn : GradSink::kShared, nullptr, scratch[slot]);
     });
     // Sum the buffers and scatter to input order (each visible Gaussian appears once in `order`).
-    const int64_t chunk = 4096;
     run_parallel((n_vis + chunk - 1) / chunk, nt, [&](int64_t ci, int) {
       const int64_t end = std::min(n_vis, (ci + 1) * chunk);
       std::vector<S> total(static_cast<size_t>(K));
@@ -713,11 +790,7 @@ int backward_impl(const S* means2d, const S* conics, const S* opac, const S* fea
         for (int64_t i = 0; i < K; ++i) total[i] = gs[i];
         for (int b = 1; b < n_buf; ++b)
           for (int64_t i = 0; i < K; ++i) total[i] += gs[b * per + i];
-        const int64_t g = order[s];
-        g_means2d[2 * g] = total[0], g_means2d[2 * g + 1] = total[1];
-        g_conics[3 * g] = total[2], g_conics[3 * g + 1] = total[3], g_conics[3 * g + 2] = total[4];
-        g_opac[g] = total[5];
-        std::memcpy(g_feat + g * C, total.data() + 6, sizeof(S) * C);
+        scatter(order[s], total.data());
       }
     });
     return 0;
@@ -730,7 +803,7 @@ int backward_impl(const S* means2d, const S* conics, const S* opac, const S* fea
 
 extern "C" {
 
-int oig_abi_version() { return 5; }
+int oig_abi_version() { return 6; }
 
 // radii_bytes: 4 (int32) or 8 (int64). Returns the number of visible Gaussians.
 int64_t oig_visible_order_f32(const float* depths, const void* radii, int radii_bytes, int64_t n,
@@ -786,10 +859,10 @@ int oig_backward_f32(const float* means2d, const float* conics, const float* opa
                      int64_t C, int W, int H, const int64_t* tile_offsets, const int32_t* tile_ids,
                      int n_threads, const float* T_final, const int32_t* last,
                      const float* grad_image, const float* grad_alpha, int64_t n, float* g_means2d,
-                     float* g_conics, float* g_opac, float* g_feat) {
+                     float* g_conics, float* g_opac, float* g_feat, int64_t pair_budget) {
   return backward_impl<float>(means2d, conics, opac, feat, rad, order, n_vis, C, W, H,
                               tile_offsets, tile_ids, n_threads, T_final, last, grad_image,
-                              grad_alpha, n, g_means2d, g_conics, g_opac, g_feat);
+                              grad_alpha, n, g_means2d, g_conics, g_opac, g_feat, pair_budget);
 }
 int oig_backward_f64(const double* means2d, const double* conics, const double* opac,
                      const double* feat, const int64_t* rad, const int64_t* order, int64_t n_vis,
@@ -797,10 +870,10 @@ int oig_backward_f64(const double* means2d, const double* conics, const double* 
                      int n_threads, const double* T_final, const int32_t* last,
                      const double* grad_image, const double* grad_alpha, int64_t n,
                      double* g_means2d,
-                     double* g_conics, double* g_opac, double* g_feat) {
+                     double* g_conics, double* g_opac, double* g_feat, int64_t pair_budget) {
   return backward_impl<double>(means2d, conics, opac, feat, rad, order, n_vis, C, W, H,
                                tile_offsets, tile_ids, n_threads, T_final, last, grad_image,
-                               grad_alpha, n, g_means2d, g_conics, g_opac, g_feat);
+                               grad_alpha, n, g_means2d, g_conics, g_opac, g_feat, pair_budget);
 }
 
 }  // extern "C"
