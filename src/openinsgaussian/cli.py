@@ -36,8 +36,9 @@ def synth(
         preset: Size: tiny (unit tests), small, default (demo and benchmarks).
         seed: Random seed; the same seed gives the same files.
         overwrite: Regenerate even when a complete scene is already there.
-        layout: scannet, or lerf (COLMAP + LangSplat-style polygon annotations, for
-            `openins benchmark lerf --root OUT/lerf_ovs --scenes synth_<preset>_<seed>`).
+        layout: scannet, or lerf (COLMAP + LangSplat-style polygon annotations): then e.g.
+            `openins benchmark lerf --root OUT/lerf_ovs --scenes synth_<preset>_<seed> --set
+            inputs.masks=ground_truth inputs.language=oracle` runs without SAM / CLIP weights.
         label_frames: LeRF layout: number of annotated frames.
     """
     from .data.synthetic import SynthConfig, generate_room
@@ -48,7 +49,7 @@ def synth(
         from .data.synthetic_lerf import LerfLayoutConfig, write_lerf_layout
 
         cfg = LerfLayoutConfig(label_frames=label_frames)
-        dest = write_lerf_layout(root, out / "lerf_ovs", cfg=cfg)
+        dest = write_lerf_layout(root, out / "lerf_ovs", cfg=cfg, overwrite=overwrite)
         labels = dest.parent / "label" / dest.name
         print(f"LeRF-OVS layout written to {dest} (annotations in {labels})")
 

@@ -204,6 +204,10 @@ def test_rotmat_to_qvec_hand_cases():
     assert abs(q[0]) < 1e-15 and abs(abs(q[1]) - 1) < 1e-15
     with pytest.raises(ValueError, match="3x3"):
         rotmat_to_qvec(np.eye(4))
+    with pytest.raises(ValueError, match="not a rotation"):
+        rotmat_to_qvec(np.diag([1.0, 1.0, -1.0]))  # a reflection
+    with pytest.raises(ValueError, match="not a rotation"):
+        rotmat_to_qvec(2.0 * np.eye(3))
 
 
 def test_read_colmap_attaches_optional_gt_maps_and_instance_classes(tmp_path):
@@ -223,3 +227,9 @@ def test_read_colmap_attaches_optional_gt_maps_and_instance_classes(tmp_path):
     assert by["frame_00002"].instance_path == tmp_path / "instance-filt" / "frame_00002.png"
     assert (by["frame_00002"].load_instances() == 3).all()
     assert scene.instance_classes == {3: ("sink", 34)}
+    # a foreign instances.json is reported, not fatal: the ground truth is optional here
+    (tmp_path / "instances.json").write_text('{"objects": []}')
+    with pytest.warns(UserWarning, match="instance classes ignored"):
+        scene = read_colmap(tmp_path, eval_split=False)
+    assert scene.instance_classes == {} and len(scene.train_frames) == 2
+    assert any("instances.json" in p for p in scene.problems)

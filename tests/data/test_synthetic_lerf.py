@@ -4,6 +4,7 @@ back with the room's cameras, images and GT maps, and the annotations cover ever
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from openinsgaussian.data.synthetic_lerf import (
     polygon_area,
     write_lerf_layout,
 )
-from openinsgaussian.errors import DataError
+from openinsgaussian.errors import ConfigError, DataError
 
 
 def test_convex_hull_drops_interior_and_collinear_points():
@@ -127,5 +128,18 @@ def test_layout_is_idempotent_and_refuses_other_folders(room, tmp_path):
     assert stamp.stat().st_mtime_ns == t0  # complete and unchanged: kept
     write_lerf_layout(room, tmp_path, cfg=LerfLayoutConfig(label_frames=2), progress=False)
     assert len(read_lerf_labels(tmp_path / "label", room.name)) == 2  # stale labels removed
+    # a file missing from a stamped output is noticed and the output is rewritten
+    shutil.rmtree(tmp_path / "label" / room.name)
+    write_lerf_layout(room, tmp_path, cfg=LerfLayoutConfig(label_frames=2), progress=False)
+    assert len(read_lerf_labels(tmp_path / "label", room.name)) == 2
+    (dest / "images" / "frame_00003.png").unlink()
+    write_lerf_layout(room, tmp_path, cfg=LerfLayoutConfig(label_frames=2), progress=False)
+    assert (dest / "images" / "frame_00003.png").is_file()
+    t1 = stamp.stat().st_mtime_ns
+    write_lerf_layout(room, tmp_path, cfg=LerfLayoutConfig(label_frames=2), progress=False,
+                      overwrite=True)
+    assert stamp.stat().st_mtime_ns != t1  # overwrite rewrites a complete output
     with pytest.raises(DataError, match="not a synthetic room"):
         write_lerf_layout(tmp_path / "label", tmp_path / "x", progress=False)
+    with pytest.raises(ConfigError, match="label_frames"):
+        LerfLayoutConfig(label_frames=0)

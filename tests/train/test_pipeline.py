@@ -245,6 +245,18 @@ def test_run_pipeline_applies_the_exceptions_of_the_data_folder_name(tmp_path):
     })
     cfg = read_pipeline_config(RunDir(run))
     assert (cfg.stage2.codebook.k1, cfg.stage2.codebook.pos_weight) == (32, 0.1)
+    # the folder's own name counts (a link named teatime to another folder), and the user's
+    # overrides win over the published exceptions
+    link = tmp_path / "links" / "teatime"
+    link.parent.mkdir()
+    link.symlink_to(data.rename(tmp_path / "lerf_ovs" / "capture_v2"), target_is_directory=True)
+    run2 = tmp_path / "run2"
+    run_pipeline(link, run2, "lerf", stages=["stage0"], **{
+        "progress": False, "threads": 1, "stage0.iterations": 2, "stage0.eval": False,
+        "stage2.codebook.k1": 16,
+    })
+    cfg2 = read_pipeline_config(RunDir(run2))
+    assert (cfg2.stage2.codebook.k1, cfg2.stage2.codebook.pos_weight) == (16, 0.1)
 
 
 def test_two_thread_training_is_bitwise_reproducible(tmp_path):

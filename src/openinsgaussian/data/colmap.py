@@ -9,6 +9,7 @@ is read into plain dataclasses (exactly, so text <-> binary round trips are loss
 from __future__ import annotations
 
 import struct
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,26 +137,34 @@ def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
     ])
 
 
-def rotmat_to_qvec(rot: np.ndarray) -> np.ndarray:
+def rotmat_to_qvec(rot: np.ndarray, atol: float = 1e-6) -> np.ndarray:
     """Unit quaternion ``[4]`` ``(w, x, y, z)`` with ``w >= 0`` of a rotation ``[3,3]``.
 
-    The eigenvector of the largest eigenvalue of Bar-Itzhack's symmetric 4x4 matrix: stable for
-    every rotation, including 180-degree turns where ``w`` is 0.
+    Shepperd's method: of ``4w^2 = 1 + tr R`` and ``4x^2 = 1 + 2 R_xx - tr R`` (same for y, z)
+    take the largest, which is at least 1 (no cancellation), and get the other three components
+    from the off-diagonal sums and differences. Raises ``ValueError`` for a matrix that is not a
+    rotation (orthonormal with determinant +1, to ``atol``).
     """
     r = np.asarray(rot, dtype=np.float64)
     if r.shape != (3, 3):
         raise ValueError(f"rotation must be 3x3, got shape {r.shape}")
-    (xx, yx, zx), (xy, yy, zy), (xz, yz, zz) = r  # rows of R; names are column-row pairs
-    k = np.array([
-        [xx - yy - zz, 0, 0, 0],
-        [yx + xy, yy - xx - zz, 0, 0],
-        [zx + xz, zy + yz, zz - xx - yy, 0],
-        [yz - zy, zx - xz, xy - yx, xx + yy + zz],
-    ]) / 3.0
-    vals, vecs = np.linalg.eigh(k)  # lower triangle is used
-    x, y, z, w = vecs[:, int(np.argmax(vals))]
-    q = np.array([w, x, y, z])
-    return -q if q[0] < 0 else q
+    if not (np.allclose(r @ r.T, np.eye(3), atol=atol) and np.linalg.det(r) > 0):
+        raise ValueError("not a rotation matrix (it must be orthonormal with determinant +1)")
+    tr = float(np.trace(r))
+    four_sq = [1.0 + tr, 1.0 + 2 * r[0, 0] - tr, 1.0 + 2 * r[1, 1] - tr, 1.0 + 2 * r[2, 2] - tr]
+    i = int(np.argmax(four_sq))
+    big = np.sqrt(four_sq[i]) / 2.0  # the largest |component|, >= 1/2
+    d = 4.0 * big
+    if i == 0:
+        q = [big, (r[2, 1] - r[1, 2]) / d, (r[0, 2] - r[2, 0]) / d, (r[1, 0] - r[0, 1]) / d]
+    elif i == 1:
+        q = [(r[2, 1] - r[1, 2]) / d, big, (r[0, 1] + r[1, 0]) / d, (r[0, 2] + r[2, 0]) / d]
+    elif i == 2:
+        q = [(r[0, 2] - r[2, 0]) / d, (r[0, 1] + r[1, 0]) / d, big, (r[1, 2] + r[2, 1]) / d]
+    else:
+        q = [(r[1, 0] - r[0, 1]) / d, (r[0, 2] + r[2, 0]) / d, (r[1, 2] + r[2, 1]) / d, big]
+    out = np.asarray(q) / np.linalg.norm(q)
+    return -out if out[0] < 0 else out
 
 
 # ---- binary -------------------------------------------------------------------------------------
@@ -568,6 +577,11 @@ def read_colmap(root: str | Path, *, images_dir: str = "images", downscale: floa
         points, colors = xyz.astype(np.float32), model.points3d.rgb
     else:
         problems.append(f"{sparse}: no 3D points in the COLMAP model; the initial point cloud is empty")
+    try:
+        classes = read_instance_classes(root / "instances.json")
+    except DataError as e:  # optional ground truth: a foreign instances.json must not block loading
+        classes = {}
+        problems.append(f"{e}; instance classes ignored")
+        warnings.warn(problems[-1], stacklevel=2)
     return Scene(root=root, source="colmap", train_frames=train, test_frames=test, points=points,
-                 colors=colors, instance_classes=read_instance_classes(root / "instances.json"),
-                 problems=problems)
+                 colors=colors, instance_classes=classes, problems=problems)

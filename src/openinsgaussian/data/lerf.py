@@ -9,6 +9,7 @@ reimplements that rasteriser with vectorised numpy scanlines, so the package nee
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -198,16 +199,37 @@ def read_annotation(path: str | Path) -> LerfAnnotation:
     return LerfAnnotation(frame=frame, width=width, height=height, objects=parsed, path=path)
 
 
-def _label_folder(label_dir: Path, scene: str) -> Path:
-    candidates = [label_dir / scene, label_dir / "label" / scene, label_dir]
-    for cand in candidates:
+def _label_candidates(label_dir: Path, scene: str) -> list[Path]:
+    return [label_dir / scene, label_dir / "label" / scene, label_dir]
+
+
+def find_label_folder(label_dir: str | Path, scene: str) -> Path | None:
+    """The folder holding ``scene``'s ``frame_*.json``: ``label_dir/<scene>`` (LangSplat's
+    ``label/``), ``label_dir/label/<scene>`` (the dataset root) or ``label_dir`` itself; or None."""
+    for cand in _label_candidates(Path(label_dir), scene):
         if cand.is_dir() and any(cand.glob("frame_*.json")):
             return cand
-    raise DataError(
-        label_dir,
-        f"no frame_*.json annotations for scene {scene!r}",
-        "looked in " + ", ".join(str(c) for c in candidates),
-    )
+    return None
+
+
+def _label_folder(label_dir: Path, scene: str) -> Path:
+    found = find_label_folder(label_dir, scene)
+    if found is None:
+        raise DataError(
+            label_dir,
+            f"no frame_*.json annotations for scene {scene!r}",
+            "looked in " + ", ".join(str(c) for c in _label_candidates(label_dir, scene)),
+        )
+    return found
+
+
+def labels_digest(folder: str | Path) -> str:
+    """Short SHA-256 of the names and bytes of a label folder's ``frame_*.json`` files: metrics
+    record it, so results scored against other annotations are never reused."""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).glob("frame_*.json")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def read_lerf_labels(label_dir: str | Path, scene: str) -> dict[str, LerfAnnotation]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..io import atomic_open, write_json
 from .colmap import (
     ColmapCamera,
@@ -61,6 +61,14 @@ class LerfLayoutConfig:
     """Classes that are never annotated (LeRF-OVS annotates objects, not walls and floors)."""
     binary: bool = True
     """COLMAP model as .bin (True) or .txt."""
+
+    def __post_init__(self) -> None:
+        if self.label_frames < 1:
+            raise ConfigError(f"label_frames must be at least 1, got {self.label_frames}")
+        if not 0.0 <= self.min_area_fraction < 1.0:
+            raise ConfigError(
+                f"min_area_fraction must be in [0, 1), got {self.min_area_fraction}"
+            )
 
 
 def convex_hull(points: np.ndarray) -> np.ndarray:
@@ -181,9 +189,8 @@ def _colmap_model(frames: list[Frame], names: list[str], points: np.ndarray | No
                                 name)
     if points is None:
         points = np.zeros((0, 3))
-        colors = np.zeros((0, 3), np.uint8)
     p = len(points)
-    rgb = np.asarray(colors)
+    rgb = np.full((p, 3), 128, np.uint8) if colors is None else np.asarray(colors)
     if rgb.dtype != np.uint8:  # float colours in [0, 1]
         rgb = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
     pts = ColmapPoints(xyz=np.asarray(points, np.float64), rgb=rgb, error=np.zeros(p),
@@ -192,12 +199,23 @@ def _colmap_model(frames: list[Frame], names: list[str], points: np.ndarray | No
     return ColmapModel(cameras=cameras, images=images, points3d=pts)
 
 
+def _written(dest: Path, labels: Path, stamp: dict) -> list[Path]:
+    """Every file a complete output holds, from its stamp."""
+    files = [dest / "sparse" / "0" / f"{n}.{'bin' if stamp['settings']['binary'] else 'txt'}"
+             for n in ("cameras", "images", "points3D")]
+    files += [dest / "images" / n for n in stamp.get("images", [])]
+    files += [labels / f"{n}.json" for n in stamp.get("label_frames", [])]
+    return files
+
+
 def write_lerf_layout(room: str | Path, out: str | Path, scene: str | None = None,
-                      cfg: LerfLayoutConfig | None = None, progress: bool = True) -> Path:
+                      cfg: LerfLayoutConfig | None = None, progress: bool = True,
+                      overwrite: bool = False) -> Path:
     """Write the synthetic room ``room`` as the LeRF-OVS scene ``out/<scene>``; returns that folder.
 
     ``scene`` defaults to the room's folder name. Idempotent: an existing output whose stamp
-    matches (same room generation stamp, same settings) is kept as it is.
+    matches (same room generation stamp, same settings) and whose files are all there is kept
+    as it is, unless ``overwrite``.
     """
     cfg = cfg or LerfLayoutConfig()
     room, out = Path(room), Path(out)
@@ -215,9 +233,10 @@ def write_lerf_layout(room: str | Path, out: str | Path, scene: str | None = Non
                           "skip_classes": list(cfg.skip_classes), "binary": cfg.binary}}
     try:
         old = json.loads((dest / STAMP).read_text())
-        if {k: old.get(k) for k in stamp} == stamp:
+        complete = all(p.is_file() for p in _written(dest, labels, old))
+        if not overwrite and complete and {k: old.get(k) for k in stamp} == stamp:
             return dest
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     (dest / STAMP).unlink(missing_ok=True)  # the stamp is written last: no stamp = incomplete
 
@@ -246,6 +265,7 @@ def write_lerf_layout(room: str | Path, out: str | Path, scene: str | None = Non
         ann = annotate_frame(frames[i], names[i], image_names[i], src.instance_classes, cfg)
         write_json(labels / f"{names[i]}.json", ann)
     stamp["frames"] = {n: f.name for n, f in zip(names, frames)}
+    stamp["images"] = image_names
     stamp["label_frames"] = [names[i] for i in annotated]
     write_json(dest / STAMP, stamp)
     return dest

@@ -19,8 +19,9 @@ dataset figure is the unweighted mean over the scenes that finished.
   ground-truth masks and with classical (graph-segmentation) masks, both with the oracle language
   source, using the ``synthetic`` preset.
 
-Resumable: a scene whose ``metrics/<protocol>.json`` is newer than its ``instances.npz`` (same
-seed; LeRF: same scene name and label folder) is read back, not re-run; otherwise
+Resumable: a scene whose ``metrics/<protocol>.json`` is newer than its ``instances.npz`` and was
+computed with the config this call would run (same config hash; LeRF: same annotation files) is
+read back, not re-run; otherwise
 ``run_pipeline(resume=True)`` skips finished stages. A failing scene is recorded in
 ``benchmark.json`` and the next one runs; at the end :class:`BenchmarkFailed` is raised when any
 scene failed (after both reports are written).
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import __version__
+from ..data.lerf import find_label_folder
 from ..errors import ConfigError, DataError, RunError
 from ..io import write_json, write_text
 from . import benchmark_lerf
@@ -209,8 +211,8 @@ def _check_scannet_root(root: Path, scenes: list[str], restricted: bool) -> None
             f"{len(problems)} of {len(scenes)} ScanNet scenes are missing or incomplete: "
             + "; ".join(problems),
             "each scene needs ROOT/<scene>/transforms_train.json, transforms_test.json, "
-            "points3d.ply, <scene>_vh_clean_2.labels.ply and color/ (METHOD §10.1); pass "
-            "scenes=[...] (--scenes) to run a subset",
+            "points3d.ply, <scene>_vh_clean_2.labels.ply and color/ (METHOD §10.1); run a "
+            "subset with --scenes",
         )
 
 
@@ -223,9 +225,13 @@ def _command_line() -> str:
     return shlex.join([*prefix, argv0, *sys.argv[1:]])
 
 
-def _metrics_fresh(job: _Job, seed: int, protocol: str) -> dict | None:
-    """``metrics/<protocol>.json`` when it is newer than ``instances.npz``, has the same seed and
-    scored what this job asks for."""
+def _metrics_fresh(job: _Job, protocol: str, preset: str, overrides: dict) -> dict | None:
+    """``metrics/<protocol>.json`` when it is newer than ``instances.npz``, was computed with the
+    config this job would run (same hash: seed, every stage, query settings), without the compat
+    switch, and (LeRF) against the same annotations."""
+    from ..train.pipeline import compose_config
+    from ..train.run_dir import RunDir, config_hash
+
     run = job.run
     metrics, inst = run / "metrics" / f"{protocol}.json", run / "instances.npz"
     if not (metrics.is_file() and inst.is_file()):
@@ -236,7 +242,11 @@ def _metrics_fresh(job: _Job, seed: int, protocol: str) -> dict | None:
         data = json.loads(metrics.read_text())
     except (OSError, ValueError):
         return None
-    if data.get("seed") != seed:
+    try:
+        cfg, saved = compose_config(RunDir(run), job.data, preset, True, None, overrides)
+    except (ConfigError, DataError, OSError, ValueError):
+        return None  # run_pipeline reports the problem
+    if saved is None or data.get("config_hash") != config_hash(cfg) or data.get("compat"):
         return None
     if protocol == "lerf":
         assert job.labels is not None
@@ -326,11 +336,17 @@ def _markdown(result: dict) -> str:
             "- metrics: ScanNet protocol (METHOD §7.1), mIoU / mAcc in percent; Mean = unweighted "
             "mean over the scenes that finished"
         )
-    if ds != "synthetic" and "oracle" in result["language_sources"]:
-        lines.append(
-            "- **the oracle language source was used** (clean per-class language features from "
-            "GT labels, no CLIP): not comparable with the published rows"
-        )
+    if ds != "synthetic":
+        why = []
+        if "oracle" in result["language_sources"]:
+            why.append("the oracle language source (clean per-class features from GT labels, "
+                       "no CLIP)")
+        other = [m for m in result["mask_sources"] if m != "sam"]
+        if other:
+            why.append(f"{' and '.join(other)} masks instead of SAM")
+        if why:
+            lines.append(f"- **these runs used {'; '.join(why)}**: not comparable with the "
+                         "published rows")
     if ds == "synthetic":
         lines.append(
             "- **synthetic results use the oracle language source** (clean per-class language "
@@ -400,15 +416,13 @@ def _jobs(
     """The scenes to run; ``masks`` is the planned mask source of ScanNet / LeRF runs."""
     suffix = "_fast" if fast else ""  # fast and full runs never share a run folder
     if dataset == "lerf":
-        from ..data.lerf import LERF_SCENES
-
         if root is None:
             raise ConfigError(
                 "the lerf benchmark needs --root: the folder holding the scene folders and label/"
             )
         root = Path(root)
         label_root = Path(labels) if labels is not None else root / "label"
-        names = list(scenes) if scenes else list(LERF_SCENES)
+        names = list(scenes) if scenes else list(benchmark_lerf.BENCHMARK_SCENES)
         benchmark_lerf.check_lerf_root(root, label_root, names, restricted=scenes is not None)
         return [
             _Job(
@@ -460,7 +474,12 @@ def _train_and_eval(
     from ..train.pipeline import run_pipeline
     from .run import run_eval
 
-    fresh = _metrics_fresh(job, seed, protocol)
+    ov: dict[str, Any] = {"seed": seed, "progress": progress}
+    if job.synth is not None and job.masks != "ground_truth":
+        cache = job.data / f"language_features_{job.masks}"  # one cache per mask source
+        ov |= {"inputs.masks": job.masks, "inputs.cache": str(cache)}
+    ov |= overrides
+    fresh = _metrics_fresh(job, protocol, preset, ov)
     if fresh is not None:
         return fresh, True
     if job.synth is not None:
@@ -480,14 +499,9 @@ def _train_and_eval(
             else "expected transforms_train.json, transforms_test.json, points3d.ply and "
             "<scene>_vh_clean_2.labels.ply in it (METHOD §10.1)",
         )
-    ov: dict[str, Any] = {"seed": seed, "progress": progress}
-    if job.synth is not None and job.masks != "ground_truth":
-        cache = job.data / f"language_features_{job.masks}"  # one cache per mask source
-        ov |= {"inputs.masks": job.masks, "inputs.cache": str(cache)}
-    ov |= overrides
     if protocol == "lerf" and job.labels is not None:
         # fail before training when the annotations are missing (a restricted run skips the check)
-        if benchmark_lerf.label_folder(job.labels, job.scene) is None:
+        if find_label_folder(job.labels, job.scene) is None:
             raise DataError(
                 job.labels, f"no LeRF annotations for scene {job.scene!r}",
                 f"expected {job.labels / job.scene}/frame_*.json (LangSplat's label/ folder)",
@@ -547,7 +561,7 @@ def run_benchmark(
     """
     from rich.console import Console
 
-    from ..train.pipeline import pipeline_preset, read_pipeline_config
+    from ..train.pipeline import pipeline_preset, read_pipeline_config, scene_overrides
     from ..train.run_dir import RunDir
 
     if dataset not in DATASETS:
@@ -621,6 +635,7 @@ def run_benchmark(
             "data": str(job.data),
             "run": str(job.run),
         }
+        entry["scene_overrides"] = scene_overrides(preset, Path(os.path.abspath(job.data)).name)
         try:
             metrics, reused = _train_and_eval(job, preset, protocol, seed, extra, progress)
             entry |= {

@@ -16,21 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ..data.colmap import find_sparse_dir
+from ..data.lerf import find_label_folder, labels_digest
 from ..errors import DataError
 from .lerf import mean_over_lerf_scenes
 from .published import LERF_ACC50_SOURCE, LERF_PUBLISHED, LERF_SOURCE
 
 #: The numbers kept per scene in benchmark.json (from metrics/lerf.json).
 SUMMARY_KEYS = ("miou", "macc@0.25", "macc@0.5", "pairs", "frames", "queries")
-
-
-def label_folder(labels: Path, scene: str) -> Path | None:
-    """The folder holding ``frame_*.json`` of ``scene`` under ``labels`` (LangSplat's ``label/``
-    or the dataset root holding it), or None."""
-    for cand in (labels / scene, labels / "label" / scene):
-        if cand.is_dir() and any(cand.glob("frame_*.json")):
-            return cand
-    return None
+#: The scenes in the column order of the published table (METHOD §8.2).
+BENCHMARK_SCENES: tuple[str, ...] = ("figurines", "teatime", "ramen", "waldo_kitchen")
 
 
 def scene_problems(root: Path, labels: Path, scene: str) -> list[str]:
@@ -43,7 +37,7 @@ def scene_problems(root: Path, labels: Path, scene: str) -> list[str]:
         out.append("no COLMAP model (sparse/0/cameras.bin|txt)")
     if not (d / "images").is_dir():
         out.append("no images/ folder")
-    if label_folder(labels, scene) is None:
+    if find_label_folder(labels, scene) is None:
         out.append(f"no annotations ({labels}/{scene}/frame_*.json)")
     return out
 
@@ -66,14 +60,18 @@ def check_lerf_root(root: Path, labels: Path, scenes: list[str], restricted: boo
             f"{len(problems)} of {len(scenes)} LeRF-OVS scenes are missing or incomplete: "
             + " | ".join(problems),
             "each scene needs ROOT/<scene>/images/, ROOT/<scene>/sparse/0/ and the LangSplat "
-            "annotations ROOT/label/<scene>/frame_*.json (or pass --labels); pass scenes=[...] "
-            "(--scenes) to run a subset",
+            "annotations ROOT/label/<scene>/frame_*.json (or give --labels); run a subset with "
+            "--scenes",
         )
 
 
 def metrics_match(data: Mapping, scene: str, labels: Path) -> bool:
-    """Whether a saved metrics/lerf.json scored ``scene`` against the annotations in ``labels``."""
-    return "miou" in data and data.get("scene_name") == scene and data.get("labels") == str(labels)
+    """Whether a saved metrics/lerf.json scored ``scene`` against the annotations now in
+    ``labels`` (same folder, same file contents)."""
+    if "miou" not in data or data.get("scene_name") != scene:
+        return False
+    folder = find_label_folder(labels, scene)
+    return folder is not None and data.get("labels_digest") == labels_digest(folder)
 
 
 def summary(metrics: Mapping) -> dict:
@@ -142,6 +140,11 @@ def tables(result: dict) -> list[str]:
     lines += ["## mAcc@0.5 (percent)", ""]
     lines += _table(head, rows50)
     lines += ["", f"Published row: {LERF_ACC50_SOURCE}.", ""]
+    applied = [f"{s['scene']}: " + ", ".join(f"{k} = {v}" for k, v in s["scene_overrides"].items())
+               for s in scenes if s.get("scene_overrides")]
+    if applied:
+        lines += ["Published per-scene exceptions applied (METHOD §9): " + "; ".join(applied)
+                  + ".", ""]
     pairs = [[s["scene"], str(s["metrics"].get("pairs", "-")), str(s["metrics"].get("frames", "-")),
               str(s["metrics"].get("queries", "-"))] for s in scenes if s["status"] == "ok"]
     if pairs:

@@ -28,7 +28,9 @@ from ..data.lerf import (
     LerfAnnotation,
     RasterMode,
     category_masks,
+    find_label_folder,
     frame_index,
+    labels_digest,
     match_frames,
     read_lerf_labels,
 )
@@ -264,6 +266,8 @@ def run_eval_lerf(
             **run_metadata(loaded, compat),
             "scene_name": name,
             "labels": str(label_dir),
+            "labels_folder": str(find_label_folder(label_dir, name)),
+            "labels_digest": labels_digest(find_label_folder(label_dir, name)),
             "protocol": PROTOCOL_NAME,
             "metric_protocol": result["protocol"],
             "min_views": qcfg.min_views_select,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -313,6 +314,36 @@ def load_run(run: Path | str, device: torch.device | str = "cpu") -> LoadedRun:
 
 
 # ---- the chain ----------------------------------------------------------------------------------
+def compose_config(
+    run: RunDir,
+    data: Path | str,
+    preset: str,
+    resume: bool,
+    config: PipelineConfig | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[PipelineConfig, PipelineConfig | None]:
+    """(config :func:`run_pipeline` runs with, the run's saved config or None).
+
+    The base is ``config``, else the saved config when resuming, else the preset with the data
+    folder's published per-scene exceptions; ``overrides`` go on top. A run with a saved config
+    keeps its own progress flags (they are part of the stage configs and hashes).
+    """
+    saved = read_pipeline_config(run) if run.read_config().get(SECTION) is not None else None
+    if config is not None:
+        base = config
+    elif saved is not None and resume:
+        base = saved
+    else:
+        # the folder's own name (not a symlink's target) selects the per-scene exceptions
+        base = pipeline_preset(preset, scene=Path(os.path.abspath(data)).name)
+    cfg = resolve_config(
+        apply_overrides(base, _normalise_overrides(overrides)) if overrides else base
+    )
+    if saved is not None:
+        cfg = resolve_config(replace(cfg, progress=saved.progress))
+    return cfg, saved
+
+
 def run_pipeline(
     data: Path,
     run: Path,
@@ -353,8 +384,7 @@ def run_pipeline(
     if unknown:
         raise ConfigError(f"unknown stages {unknown}; choose from {list(STAGES)}")
     selected = [s for s in STAGES if s in selected]
-    saved_section = rd.read_config().get(SECTION)
-    saved = read_pipeline_config(rd) if saved_section is not None else None
+    cfg, saved = compose_config(rd, data, preset, resume, config, overrides)
     if saved is None and any(list_checkpoints(rd, s) for s in STAGES) and not resume:
         raise RunError(
             f"{rd.path} already holds checkpoints; resume the run (--resume) or choose a new "
@@ -366,22 +396,8 @@ def run_pipeline(
             "skipped) "
             "or choose a new run directory"
         )
-    base = (
-        config
-        if config is not None
-        else (
-            saved
-            if (saved is not None and resume)
-            else pipeline_preset(preset, scene=Path(data).resolve().name)
-        )
-    )
-    cfg = resolve_config(
-        apply_overrides(base, _normalise_overrides(overrides)) if overrides else base
-    )
     rerun = set(selected) if force else set()
     if saved is not None:
-        # progress flags are part of the stage configs (and hashes): a resumed run keeps its own
-        cfg = resolve_config(replace(cfg, progress=saved.progress))
         _check_resume_changes(rd, saved, cfg, rerun)
     first = STAGES.index(selected[0]) if selected else len(STAGES)
     for s in STAGES[:first]:
