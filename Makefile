@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -c constraints.txt torch==2.13.0
-	$(PIP) install -c constraints.txt -e ".[test,models,gpu]"
+	$(PIP) install -c constraints.txt -e ".[test,models,gpu,viewer]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,7 +11,8 @@ def test_help_lists_every_subcommand(capsys):
         main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for cmd in ("synth", "info", "preprocess", "train", "query", "eval", "export", "benchmark", "encode-text", "demo"):
+    for cmd in ("synth", "info", "preprocess", "train", "query", "eval", "export", "benchmark", "encode-text", "demo",
+                "view"):
         assert cmd in text
 
 

@@ -306,6 +306,37 @@ def export(
     print(f"exported to {path}")
 
 
+def view(
+    run: Annotated[Path, tyro.conf.Positional],
+    port: int = 8080,
+    host: str = "127.0.0.1",
+    max_gaussians: int = 1_000_000,
+    color_mode: Literal["rgb", "instance", "coarse"] = "instance",
+    others: Literal["dim", "hide"] = "dim",
+    cameras: bool = True,
+    camera_images: bool = False,
+) -> None:
+    """Open a trained run in the web viewer (extra `viewer`): splats coloured by instance, a text
+    box to query, click to select an instance. Stops with Ctrl-C.
+
+    Args:
+        run: Run directory (any stage; the query box needs a finished run).
+        port: Port of the viewer (open http://HOST:PORT in a browser).
+        host: Address to listen on (0.0.0.0 to reach it from other machines).
+        max_gaussians: Show at most this many Gaussians in the browser (a fixed subset);
+            selections still use all of them.
+        color_mode: Initial colouring: rgb, instance (leaf) or coarse (cluster).
+        others: What happens to the Gaussians outside a selection: dim or hide.
+        cameras: Show the training cameras.
+        camera_images: Show each camera's image in its frustum.
+    """
+    from .viewer import ViewerConfig, serve
+
+    serve(run, ViewerConfig(host=host, port=port, max_gaussians=max_gaussians,
+                            color_mode=color_mode, others=others, show_cameras=cameras,
+                            camera_images=camera_images))
+
+
 COMMANDS = {
     "synth": synth,
     "info": info,
@@ -316,6 +347,7 @@ COMMANDS = {
     "export": export,
     "benchmark": benchmark,
     "encode-text": encode_text,
+    "view": view,
     "demo": demo,
 }
 

@@ -157,7 +157,6 @@ def tables(result: dict) -> list[str]:
 __all__ = [
     "SUMMARY_KEYS",
     "check_lerf_root",
-    "label_folder",
     "mean",
     "metrics_match",
     "scene_problems",
