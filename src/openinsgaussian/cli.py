@@ -217,6 +217,7 @@ def query(
     views: int = 3,
     out: Path | None = None,
     compat: bool = False,
+    min_relevancy: float | None = None,
 ) -> None:
     """Find the Gaussians matching each text query; print the matches and render them.
 
@@ -226,10 +227,13 @@ def query(
         views: Number of views to render each selection from.
         out: Render folder (default RUN/renders/query).
         compat: Reproduce the public code's selection quirks (signed leaf-id test).
+        min_relevancy: Select nothing when the best match's relevancy against generic phrases
+            (object, things, stuff, texture) is not above this; 0.5 skips objects that are
+            likely absent. Default: the run's query.min_relevancy (0: always the best match).
     """
     from .query.run import run_query
 
-    run_query(run, list(queries), views, out, compat=compat)
+    run_query(run, list(queries), views, out, compat=compat, min_relevancy=min_relevancy)
 
 
 def evaluate(

@@ -110,3 +110,17 @@ def test_compat_switch_reaches_the_selection(finished):
 def test_empty_queries_are_refused(finished):
     with pytest.raises(ConfigError, match="at least one"):
         run_query(finished, ["  "])
+
+
+def test_min_relevancy_selects_nothing_for_weak_matches(finished, capsys):
+    res = run_query(finished, ["wall", "red mug"], views=0, print_table=False)["queries"]
+    wall, mug = res
+    assert wall["relevancy"] > 0.99 and not wall["rejected"]  # oracle: the class vector itself
+    assert mug["relevancy"] < wall["relevancy"] and mug["n_gaussians"] > 0  # best leaf by default
+    strict = run_query(finished, ["wall", "red mug"], views=0, min_relevancy=0.99)["queries"]
+    assert strict[0]["n_gaussians"] == wall["n_gaussians"] and not strict[0]["rejected"]
+    assert strict[1]["rejected"] and strict[1]["n_gaussians"] == 0 and strict[1]["leaves"] == []
+    assert strict[1]["best_leaf"] == mug["best_leaf"]  # still reported
+    assert "no match" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="min_relevancy"):
+        run_query(finished, ["wall"], views=0, min_relevancy=1.5)

@@ -38,6 +38,33 @@ def leaf_relevance(text_feats: Tensor, leaf_feats: Tensor) -> Tensor:
     return t @ f.t()
 
 
+#: LERF's canonical phrases: the generic texts a relevant region must beat (METHOD §6 notes that
+#: the method's own relevance is plain cosine; this is reported beside it for interactive use).
+CANONICAL_PHRASES: tuple[str, ...] = ("object", "things", "stuff", "texture")
+RELEVANCY_TEMPERATURE = 10.0
+
+
+def canonical_relevancy(
+    text_feats: Tensor,
+    leaf_feats: Tensor,
+    canon_feats: Tensor,
+    temperature: float = RELEVANCY_TEMPERATURE,
+) -> Tensor:
+    """``[Q, L]`` LERF relevancy: min over canonical phrases c of softmax(T [cos_q, cos_c])[q].
+
+    The two-way softmax of the pair is ``sigmoid(T (cos_q - cos_c))`` and its minimum over c is
+    at the canonical phrase closest to the leaf, so the value is
+    ``sigmoid(T (cos_q - max_c cos_c))``: above 0.5 when the leaf is closer to the query than to
+    every generic phrase. ``canon_feats`` is ``[C, D]`` (C >= 1), e.g. the encoded
+    :data:`CANONICAL_PHRASES`.
+    """
+    if canon_feats.dim() != 2 or canon_feats.shape[0] == 0:
+        raise DataError(None, f"canonical features must be [C>=1, D], got {tuple(canon_feats.shape)}")
+    s_q = leaf_relevance(text_feats, leaf_feats)  # [Q, L]
+    s_c = leaf_relevance(canon_feats, leaf_feats).max(dim=0).values  # [L]
+    return torch.sigmoid(temperature * (s_q - s_c.to(s_q.device)))
+
+
 def leaf_classes(
     text_feats: Tensor,
     leaf_feats: Tensor,

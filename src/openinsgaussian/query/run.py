@@ -52,6 +52,72 @@ class QueryConfig:
     """Filter: selections with fewer Gaussians render nothing."""
     compat: bool = False
     """Reproduce the public code's quirks (signed leaf-id test, zeroed rare leaves)."""
+    min_relevancy: float = 0.0
+    """Interactive use: select nothing when the best leaf's canonical-phrase relevancy is not
+    above this (0: always take the best leaf, as the method and the LeRF protocol do; 0.5: the
+    leaf must be closer to the text than to "object", "things", "stuff" and "texture"). The
+    relevancy is LERF's CLIP-space test; with the oracle language source the generic phrases
+    get arbitrary vectors, so there it does not tell present from absent objects."""
+
+
+@dataclass
+class TextSelection:
+    """The answer to one text query: the leaves and Gaussians it selects and how well it matched."""
+
+    leaves: Tensor  # [S] int64 selected leaf ids, the best first (empty: nothing selected)
+    mask: Tensor  # [N] bool selected Gaussians
+    best_leaf: int | None  # the best-scoring eligible leaf (even when rejected)
+    score: float | None  # cosine of the best leaf (the method's relevance)
+    relevancy: float | None  # canonical-phrase relevancy of the best leaf (None: not computed)
+    rejected: bool = False  # the best leaf's relevancy was not above ``min_relevancy``
+
+
+def select_for_text(
+    text_feat: Tensor,
+    inst: Any,
+    means: Tensor,
+    scales: Tensor,
+    cfg: QueryConfig,
+    canon_feats: Tensor | None = None,
+) -> TextSelection:
+    """Selection of ``openins query`` (and the viewer) for one ``[D]`` text feature.
+
+    :func:`~openinsgaussian.query.select.select_leaves` on the run's leaves (``inst``: an
+    :class:`~openinsgaussian.train.instances_file.Instances`), their Gaussians, then the optional
+    scale / outlier filter. With ``canon_feats`` ``[C, D]`` the best leaf's canonical-phrase
+    relevancy is reported, and ``cfg.min_relevancy > 0`` rejects weak matches.
+    """
+    from .relevance import canonical_relevancy, leaf_relevance
+    from .select import filter_selection, gaussian_mask_for_leaves, select_leaves
+
+    leaf_feat = torch.from_numpy(inst.leaf_feat)  # [L, D]
+    leaves = select_leaves(
+        text_feat,
+        leaf_feat,
+        torch.from_numpy(inst.occu_count),
+        torch.from_numpy(inst.leaf_centers),
+        inst.k2,
+        min_views=cfg.min_views_select,
+        top_k=cfg.top_k,
+        center_dist=cfg.center_dist,
+        compat=cfg.compat,
+    )
+    leaf_ind = torch.from_numpy(inst.leaf_ind)  # [N]
+    best = int(leaves[0]) if leaves.numel() else None
+    score = relevancy = None
+    if best is not None:
+        t = text_feat.float().reshape(1, -1)  # [1, D]
+        score = float(leaf_relevance(t, leaf_feat[best : best + 1])[0, 0])
+        if canon_feats is not None:
+            rel = canonical_relevancy(t, leaf_feat[best : best + 1], canon_feats.float())
+            relevancy = float(rel[0, 0])
+    rejected = cfg.min_relevancy > 0 and (relevancy is None or relevancy <= cfg.min_relevancy)
+    if rejected:
+        leaves = leaves[:0]
+    mask = gaussian_mask_for_leaves(leaf_ind, leaves)  # [N]
+    if cfg.filter and not rejected:
+        mask = filter_selection(means, scales, mask, cfg.max_scale, cfg.min_count)
+    return TextSelection(leaves, mask, best, score, relevancy, rejected)
 
 
 # ---- text encoders ------------------------------------------------------------------------------
@@ -146,13 +212,26 @@ def _print_table(rows: list[dict[str, Any]], source: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"text queries (language source: {source})")
-    for col in ("query", "best leaf", "score", "leaves", "#Gaussians"):
+    for col in ("query", "best leaf", "score", "relevancy", "leaves", "#Gaussians"):
         table.add_column(col, justify="left" if col == "query" else "right")
+    weak = False
+    calibrated = not source.startswith("oracle")  # the oracle's generic phrases are arbitrary
     for r in rows:
         best = "-" if r["best_leaf"] is None else str(r["best_leaf"])
         score = "-" if r["score"] is None else f"{r['score']:.3f}"
-        table.add_row(r["query"], best, score, str(len(r["leaves"])), str(r["n_gaussians"]))
+        rel = "-" if r["relevancy"] is None else f"{r['relevancy']:.3f}"
+        if calibrated and r["relevancy"] is not None and r["relevancy"] <= 0.5:
+            rel += " (weak)"
+            weak = True
+        n = "no match" if r["rejected"] else str(r["n_gaussians"])
+        table.add_row(r["query"], best, score, rel, str(len(r["leaves"])), n)
     Console().print(table)
+    if weak:
+        print(
+            "weak: the best leaf is not closer to the text than to a generic phrase (object, "
+            "things, stuff, texture); the object may be absent. --min-relevancy 0.5 selects "
+            "nothing for such queries."
+        )
 
 
 # ---- entry point --------------------------------------------------------------------------------
@@ -165,6 +244,7 @@ def run_query(
     compat: bool | None = None,
     config: QueryConfig | None = None,
     print_table: bool = True,
+    min_relevancy: float | None = None,
 ) -> dict:
     """Answer text ``queries`` on a finished run; print a table, write renders and ``query.json``.
 
@@ -175,14 +255,16 @@ def run_query(
         out: folder for the renders and ``query.json`` (default ``RUN/renders/query``).
         compat: reproduce the public code's selection quirks (None: the config's value).
         config: selection settings (default: the run's ``query`` config section).
+        min_relevancy: select nothing for queries whose best leaf's canonical-phrase relevancy
+            is not above this (None: the config's value, 0 by default).
 
     Returns:
         ``{"run", "language_source", "queries": [{"query", "best_leaf", "score" (cosine),
-        "leaves" (selected), "n_gaussians" (selected), "labelled_gaussians" (argmax label among
-        the queries), "renders"}, ...], "out"}``.
+        "relevancy" (canonical-phrase relevancy of the best leaf), "rejected" (below
+        ``min_relevancy``: nothing selected), "leaves" (selected), "n_gaussians" (selected),
+        "labelled_gaussians" (argmax label among the queries), "renders"}, ...], "out"}``.
     """
-    from ..query.relevance import label_gaussians, leaf_relevance
-    from ..query.select import filter_selection, gaussian_mask_for_leaves, select_leaves
+    from ..query.relevance import CANONICAL_PHRASES, label_gaussians
     from ..train.pipeline import load_run
 
     queries = [q for q in (str(q).strip() for q in queries) if q]
@@ -192,6 +274,10 @@ def run_query(
     cfg = config or loaded.config.query
     if compat is not None:
         cfg = replace(cfg, compat=compat)
+    if min_relevancy is not None:
+        if not 0.0 <= min_relevancy < 1.0:
+            raise ConfigError(f"min_relevancy must be in [0, 1), got {min_relevancy}")
+        cfg = replace(cfg, min_relevancy=min_relevancy)
     inst, model = loaded.instances, loaded.model
     if inst.num_gaussians != len(model):
         raise DataError(
@@ -201,11 +287,10 @@ def run_query(
         )
     encode = text_encoder(inst.language_source, inst.dim, loaded.scene, loaded.config.device)
     text = encode(queries).float()  # [Q,D]
+    canon = encode(list(CANONICAL_PHRASES)).float()  # [C,D]
     leaf_feat = torch.from_numpy(inst.leaf_feat)  # [L,D]
     occu = torch.from_numpy(inst.occu_count)  # [L]
     leaf_ind = torch.from_numpy(inst.leaf_ind)  # [N]
-    centers = torch.from_numpy(inst.leaf_centers)  # [L+1,6]
-    rel = leaf_relevance(text, leaf_feat)  # [Q,L]
     labels = label_gaussians(
         text, leaf_feat, occu, leaf_ind, cfg.min_views_label, cfg.compat
     )  # [N] 0..Q
@@ -218,21 +303,8 @@ def run_query(
     for q, name in enumerate(
         tqdm(queries, desc="queries", unit="query", disable=not loaded.config.progress, leave=False)
     ):
-        leaves = select_leaves(
-            text[q],
-            leaf_feat,
-            occu,
-            centers,
-            inst.k2,
-            min_views=cfg.min_views_select,
-            top_k=cfg.top_k,
-            center_dist=cfg.center_dist,
-            compat=cfg.compat,
-        )
-        mask = gaussian_mask_for_leaves(leaf_ind, leaves)  # [N]
-        if cfg.filter:
-            mask = filter_selection(means, scales, mask, cfg.max_scale, cfg.min_count)
-        best = int(leaves[0]) if leaves.numel() else None
+        sel = select_for_text(text[q], inst, means, scales, cfg, canon)
+        mask = sel.mask  # [N]
         paths = []
         for f in frames:
             p = out_dir / f"{_safe(name)}__{_safe(f.name)}.png"
@@ -246,9 +318,11 @@ def run_query(
         rows.append(
             {
                 "query": name,
-                "best_leaf": best,
-                "score": float(rel[q, best]) if best is not None else None,
-                "leaves": [int(x) for x in leaves.tolist()],
+                "best_leaf": sel.best_leaf,
+                "score": sel.score,
+                "relevancy": sel.relevancy,
+                "rejected": sel.rejected,
+                "leaves": [int(x) for x in sel.leaves.tolist()],
                 "n_gaussians": int(mask.sum()),
                 "labelled_gaussians": int((labels == q + 1).sum()),
                 "renders": paths,
@@ -268,4 +342,11 @@ def run_query(
     return result
 
 
-__all__ = ["QueryConfig", "run_query", "selection_overlay", "text_encoder"]
+__all__ = [
+    "QueryConfig",
+    "TextSelection",
+    "run_query",
+    "select_for_text",
+    "selection_overlay",
+    "text_encoder",
+]

@@ -212,12 +212,22 @@ class Viewer:
                 self.set_status(
                     f"**{sel.text}**: no leaf matched in at least {q.min_views_select} views"
                 )
+            elif sel.rejected:
+                self.set_status(
+                    f"**{sel.text}**: no match: the best leaf {sel.best_leaf} has relevancy "
+                    f"{sel.relevancy:.3f}, not above {self.selector.query.min_relevancy:g}"
+                )
             else:
                 extra = "" if shown == sel.n_gaussians else f" ({shown:,} shown)"
                 leaves = ", ".join(str(x) for x in sel.leaves.tolist())
+                weak = ""
+                calibrated = not self.selector.language_source.startswith("oracle")
+                if calibrated and sel.relevancy is not None and sel.relevancy <= 0.5:
+                    weak = " (weak: maybe absent)"
                 self.set_status(
-                    f"**{sel.text}**: best leaf {sel.best_leaf} (cosine {sel.score:.3f}); "
-                    f"{len(sel.leaves)} leaves [{leaves}]; {sel.n_gaussians:,} Gaussians{extra}"
+                    f"**{sel.text}**: best leaf {sel.best_leaf} (cosine {sel.score:.3f}, "
+                    f"relevancy {sel.relevancy:.3f}{weak}); {len(sel.leaves)} leaves [{leaves}]; "
+                    f"{sel.n_gaussians:,} Gaussians{extra}"
                 )
         return sel
 

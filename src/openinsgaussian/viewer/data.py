@@ -145,6 +145,8 @@ class QuerySelection:
     best_leaf: int | None
     score: float | None  # cosine of the best leaf
     mask: np.ndarray  # [N] bool selected Gaussians
+    relevancy: float | None = None  # canonical-phrase relevancy of the best leaf
+    rejected: bool = False  # below the query config's min_relevancy: nothing selected
 
     @property
     def n_gaussians(self) -> int:
@@ -188,9 +190,7 @@ class TextSelector:
     def __post_init__(self) -> None:
         inst = self.instances
         self._leaf_feat = torch.from_numpy(inst.leaf_feat)  # [L, D]
-        self._occu = torch.from_numpy(inst.occu_count)  # [L]
-        self._leaf_ind = torch.from_numpy(inst.leaf_ind)  # [N]
-        self._centers = torch.from_numpy(inst.leaf_centers)  # [L+1, 6]
+        self._canon: Tensor | None = None  # [C, D] canonical phrases, encoded on first use
 
     @classmethod
     def from_run(
@@ -235,40 +235,28 @@ class TextSelector:
         self.recent.appendleft((text, feat))
 
     def select(self, text: str) -> QuerySelection:
-        """Selected leaves and Gaussians for ``text`` (the steps of ``run_query``)."""
-        from ..query.relevance import leaf_relevance
-        from ..query.select import filter_selection, gaussian_mask_for_leaves, select_leaves
+        """Selected leaves and Gaussians for ``text``: :func:`~openinsgaussian.query.run.
+        select_for_text`, the selection of ``openins query``."""
+        from ..query.relevance import CANONICAL_PHRASES
+        from ..query.run import select_for_text
 
         text = str(text).strip()
         if not text:
             raise ConfigError("type a text query first, e.g. chair")
-        cfg = self.query
         feat = self._text_feature(text)  # [D]
-        leaves = select_leaves(
-            feat,
-            self._leaf_feat,
-            self._occu,
-            self._centers,
-            self.instances.k2,
-            min_views=cfg.min_views_select,
-            top_k=cfg.top_k,
-            center_dist=cfg.center_dist,
-            compat=cfg.compat,
-        )
-        mask = gaussian_mask_for_leaves(self._leaf_ind, leaves)  # [N]
-        if cfg.filter:
-            mask = filter_selection(self.means, self.scales, mask, cfg.max_scale, cfg.min_count)
-        best = int(leaves[0]) if leaves.numel() else None
-        score = None
-        if best is not None:
-            score = float(leaf_relevance(feat.unsqueeze(0), self._leaf_feat)[0, best])
+        if self._canon is None:
+            self._canon = self.encode(list(CANONICAL_PHRASES)).float()  # [C, D]
+        sel = select_for_text(feat, self.instances, self.means, self.scales, self.query,
+                              self._canon)
         self._remember(text, feat)
         return QuerySelection(
             text=text,
-            leaves=leaves.cpu().numpy().astype(np.int64),
-            best_leaf=best,
-            score=score,
-            mask=mask.cpu().numpy().astype(bool),
+            leaves=sel.leaves.cpu().numpy().astype(np.int64),
+            best_leaf=sel.best_leaf,
+            score=sel.score,
+            mask=sel.mask.cpu().numpy().astype(bool),
+            relevancy=sel.relevancy,
+            rejected=sel.rejected,
         )
 
     def best_recent_query(self, leaf: int) -> tuple[str, float] | None:
