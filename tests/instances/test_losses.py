@@ -151,3 +151,30 @@ def test_bad_inputs_raise_clear_errors():
         inter_mask_loss(MEANS3, "bogus")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         pseudo_feature_loss(FEAT, FEAT, torch.ones(1, 4, dtype=torch.bool), "l2")  # type: ignore[arg-type]
+
+
+def test_instance_loss_backward_is_bitwise_repeatable_on_two_threads():
+    """Gathers whose backward scatter-adds many pixels into one mask mean must not add in
+    thread order (advanced indexing did, on the CPU)."""
+    g = torch.Generator().manual_seed(0)
+    h, w, m = 120, 160, 30
+    feat = torch.rand(6, h, w, generator=g)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    corners = torch.randint(0, 100, (m, 2), generator=g)
+    sizes = torch.randint(10, 60, (m, 2), generator=g)
+    masks = torch.stack([
+        (ys >= y) & (ys < y + dy) & (xs >= x) & (xs < x + dx)
+        for (y, x), (dy, dx) in zip(corners.tolist(), sizes.tolist())
+    ])  # [m, H, W] overlapping boxes
+    sil = torch.rand(h, w, generator=g) > 0.2  # [H, W]
+    threads = torch.get_num_threads()
+    grads = set()
+    try:
+        torch.set_num_threads(2)
+        for _ in range(12):
+            f = feat.clone().requires_grad_(True)
+            instance_loss(f, masks, sil, 10, 0.1).total.backward()
+            grads.add(f.grad.numpy().tobytes())
+    finally:
+        torch.set_num_threads(threads)
+    assert len(grads) == 1

@@ -65,7 +65,7 @@ def mask_means(feat_map: Tensor, masks: Tensor, silhouette: Tensor | None = None
         sel = sel & silhouette.to(torch.bool).unsqueeze(0)
     # gather only the (mask, pixel) pairs: memory ~ covered pixels, not m x H x W floats
     idx_m, idx_p, counts = _mask_pixel_pairs(sel)
-    pix = feat_map.flatten(1).t()[idx_p]  # [P, C]
+    pix = feat_map.flatten(1).t().index_select(0, idx_p)  # [P, C]
     sums = feat_map.new_zeros(masks.shape[0], feat_map.shape[0]).index_add(0, idx_m, pix)
     return sums / counts.clamp(min=1).unsqueeze(1).to(feat_map.dtype)  # [m, C]
 
@@ -112,8 +112,8 @@ def intra_mask_loss(
     if m == 0:
         return feat_map.sum() * 0.0
     idx_m, idx_p, counts = _mask_pixel_pairs(masks)
-    pix = feat_map.flatten(1).t()[idx_p]  # [P, C] features of every (mask, pixel) pair
-    diff = pix - means[idx_m]  # [P, C]
+    pix = feat_map.flatten(1).t().index_select(0, idx_p)  # [P, C] one row per (mask, pixel)
+    diff = pix - means.index_select(0, idx_m)  # [P, C]
     # vector_norm's backward is 0 (not NaN) where a pixel equals its mask mean.
     per_pair = (
         diff.pow(2).sum(1) if form == "paper" else torch.linalg.vector_norm(diff, dim=1)
