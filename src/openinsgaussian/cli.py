@@ -319,6 +319,7 @@ def view(
     others: Literal["dim", "hide"] = "dim",
     cameras: bool = True,
     camera_images: bool = False,
+    min_relevancy: float | None = None,
 ) -> None:
     """Open a trained run in the web viewer (extra `viewer`): splats coloured by instance, a text
     box to query, click to select an instance. Stops with Ctrl-C.
@@ -333,12 +334,13 @@ def view(
         others: What happens to the Gaussians outside a selection: dim or hide.
         cameras: Show the training cameras.
         camera_images: Show each camera's image in its frustum.
+        min_relevancy: Text queries select nothing below this relevancy (as openins query).
     """
     from .viewer import ViewerConfig, serve
 
     serve(run, ViewerConfig(host=host, port=port, max_gaussians=max_gaussians,
                             color_mode=color_mode, others=others, show_cameras=cameras,
-                            camera_images=camera_images))
+                            camera_images=camera_images, min_relevancy=min_relevancy))
 
 
 COMMANDS = {

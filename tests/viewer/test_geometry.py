@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from openinsgaussian.errors import ConfigError
-from openinsgaussian.viewer import pick_along_ray, splat_covariances, subsample_indices, up_direction
+from openinsgaussian.viewer import (
+    pick_along_ray,
+    splat_covariances,
+    subsample_indices,
+    up_direction,
+)
 
 
 def test_covariances_from_quats_and_scales_match_hand_computed_cases():

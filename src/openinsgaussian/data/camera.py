@@ -7,7 +7,7 @@ one exactly once, so the rest of the code never thinks about axes. Pixel centres
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np

@@ -59,7 +59,9 @@ def canonical_relevancy(
     :data:`CANONICAL_PHRASES`.
     """
     if canon_feats.dim() != 2 or canon_feats.shape[0] == 0:
-        raise DataError(None, f"canonical features must be [C>=1, D], got {tuple(canon_feats.shape)}")
+        raise DataError(
+            None, f"canonical features must be [C>=1, D], got {tuple(canon_feats.shape)}"
+        )
     s_q = leaf_relevance(text_feats, leaf_feats)  # [Q, L]
     s_c = leaf_relevance(canon_feats, leaf_feats).max(dim=0).values  # [L]
     return torch.sigmoid(temperature * (s_q - s_c.to(s_q.device)))

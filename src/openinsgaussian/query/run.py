@@ -69,7 +69,7 @@ class TextSelection:
     best_leaf: int | None  # the best-scoring eligible leaf (even when rejected)
     score: float | None  # cosine of the best leaf (the method's relevance)
     relevancy: float | None  # canonical-phrase relevancy of the best leaf (None: not computed)
-    rejected: bool = False  # the best leaf's relevancy was not above ``min_relevancy``
+    rejected: bool = False  # a best leaf exists but its relevancy is not above ``min_relevancy``
 
 
 def select_for_text(
@@ -89,6 +89,11 @@ def select_for_text(
     """
     from .relevance import canonical_relevancy, leaf_relevance
     from .select import filter_selection, gaussian_mask_for_leaves, select_leaves
+
+    if not 0.0 <= cfg.min_relevancy < 1.0:
+        raise ConfigError(f"query min_relevancy must be in [0, 1), got {cfg.min_relevancy}")
+    if cfg.min_relevancy > 0 and canon_feats is None:
+        raise ConfigError("min_relevancy needs the canonical-phrase features (canon_feats)")
 
     leaf_feat = torch.from_numpy(inst.leaf_feat)  # [L, D]
     leaves = select_leaves(
@@ -111,7 +116,7 @@ def select_for_text(
         if canon_feats is not None:
             rel = canonical_relevancy(t, leaf_feat[best : best + 1], canon_feats.float())
             relevancy = float(rel[0, 0])
-    rejected = cfg.min_relevancy > 0 and (relevancy is None or relevancy <= cfg.min_relevancy)
+    rejected = relevancy is not None and cfg.min_relevancy > 0 and relevancy <= cfg.min_relevancy
     if rejected:
         leaves = leaves[:0]
     mask = gaussian_mask_for_leaves(leaf_ind, leaves)  # [N]

@@ -36,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from openinsgaussian.io import write_text
 from openinsgaussian.render.reference import validate_composite_inputs
 
 _SOURCE = Path(__file__).with_name("csrc") / "composite_cpu.cpp"
-_ABI_VERSION = 6  # must match oig_abi_version() in the C++ source
+_ABI_VERSION = 7  # must match oig_abi_version() in the C++ source
 #: Memory the backward pass may use for its per-(tile, Gaussian) gradient slots, which make it
 #: bitwise deterministic; past it, it sums in per-thread buffers (last bits may vary by run).
 PAIR_BUDGET_BYTES = 1 << 30
@@ -290,6 +291,23 @@ def _bin(lib: ctypes.CDLL, means2d: Tensor, rad: Tensor, order: Tensor, width: i
     return offsets, ids
 
 
+_WARNED_FALLBACK = False
+
+
+def _warn_not_reproducible() -> None:
+    """Warn once per process that a backward pass used the thread-order fallback."""
+    global _WARNED_FALLBACK
+    if not _WARNED_FALLBACK:
+        _WARNED_FALLBACK = True
+        warnings.warn(
+            "the CPU compositor's per-pair gradient slots exceed PAIR_BUDGET_BYTES "
+            f"({PAIR_BUDGET_BYTES >> 20} MB) or could not be allocated; gradients are summed in "
+            "thread order, so runs are not bitwise reproducible (use one thread, or a smaller "
+            "image / fewer Gaussians, to keep them so)",
+            stacklevel=3,
+        )
+
+
 class _CompositeCPU(torch.autograd.Function):
     """Forward bins and blends; backward replays the tile lists saved by the forward pass."""
 
@@ -350,7 +368,9 @@ class _CompositeCPU(torch.autograd.Function):
         if rc == 2:
             raise BackendError("the fast CPU compositor's backward pass found other tile boxes "
                                "than its forward pass (inputs changed in between?)")
-        if rc != 0:
+        if rc == 3:
+            _warn_not_reproducible()
+        elif rc != 0:
             raise BackendError("the fast CPU compositor ran out of memory in the backward pass")
         need = ctx.needs_input_grad
         grads = (g_means2d, g_conics, g_opac, g_feat)

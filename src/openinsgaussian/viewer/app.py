@@ -24,7 +24,7 @@ import inspect
 import logging
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +70,9 @@ class ViewerConfig:
     """Click picking ignores Gaussians more transparent than this."""
     device: str | None = None
     """Torch device of a CLIP text tower (None: the run's device setting)."""
+    min_relevancy: float | None = None
+    """Text queries select nothing when the best leaf's canonical-phrase relevancy is not above
+    this (None: the run's ``query.min_relevancy``), as ``openins query --min-relevancy``."""
 
 
 @dataclass
@@ -215,7 +218,7 @@ class Viewer:
             elif sel.rejected:
                 self.set_status(
                     f"**{sel.text}**: no match: the best leaf {sel.best_leaf} has relevancy "
-                    f"{sel.relevancy:.3f}, not above {self.selector.query.min_relevancy:g}"
+                    f"{sel.relevancy or 0.0:.3f}, not above {self.selector.query.min_relevancy:g}"
                 )
             else:
                 extra = "" if shown == sel.n_gaussians else f" ({shown:,} shown)"
@@ -225,11 +228,20 @@ class Viewer:
                 if calibrated and sel.relevancy is not None and sel.relevancy <= 0.5:
                     weak = " (weak: maybe absent)"
                 self.set_status(
-                    f"**{sel.text}**: best leaf {sel.best_leaf} (cosine {sel.score:.3f}, "
-                    f"relevancy {sel.relevancy:.3f}{weak}); {len(sel.leaves)} leaves [{leaves}]; "
+                    f"**{sel.text}**: best leaf {sel.best_leaf} (cosine {sel.score or 0.0:.3f}, "
+                    f"relevancy {sel.relevancy or 0.0:.3f}{weak}); {len(sel.leaves)} leaves "
+                    f"[{leaves}]; "
                     f"{sel.n_gaussians:,} Gaussians{extra}"
                 )
         return sel
+
+    def safe_refresh(self) -> None:
+        """``refresh`` for GUI callbacks: a failure shows in the panel and the log."""
+        try:
+            self.refresh()
+        except Exception as e:
+            self.set_status(f"display update failed: {type(e).__name__}: {e}")
+            log.exception("display update failed")
 
     def submit_query(self) -> QuerySelection | None:
         """What the ``query`` button does: query the text box; errors go to the panel."""
@@ -241,7 +253,10 @@ class Viewer:
         except OpenInsError as e:
             self.set_status(f"query failed: {e}")
             log.warning("query failed: %s", e)
-            return None
+        except Exception as e:  # a callback thread must not swallow it: show it in the panel
+            self.set_status(f"query failed: {type(e).__name__}: {e}")
+            log.exception("query failed")
+        return None
 
     def pick(
         self, origin: tuple[float, float, float], direction: tuple[float, float, float]
@@ -310,6 +325,9 @@ class Viewer:
             self.pick(origin, direction)
         except OpenInsError as e:
             self.set_status(f"selection failed: {e}")
+        except Exception as e:  # a callback thread must not swallow it: show it in the panel
+            self.set_status(f"selection failed: {type(e).__name__}: {e}")
+            log.exception("selection failed")
 
     def enable_click_select(self, on: bool) -> None:
         """Register (or remove) the scene click callback."""
@@ -486,8 +504,8 @@ def _build_gui(viewer: Viewer) -> None:
         query_text=query_text,
         query_button=query_button,
     )
-    color_mode.on_update(lambda _: viewer.refresh())
-    others.on_update(lambda _: viewer.refresh())
+    color_mode.on_update(lambda _: viewer.safe_refresh())
+    others.on_update(lambda _: viewer.safe_refresh())
     show_cameras.on_update(lambda _: viewer.set_cameras_visible(show_cameras.value))
     click_select.on_update(lambda _: viewer.enable_click_select(bool(click_select.value)))
     clear.on_click(lambda _: viewer.clear())
@@ -523,6 +541,8 @@ def build_viewer(
     selector, problem = None, data.instances_problem
     if data.instances is not None:
         try:
+            if query is None and cfg.min_relevancy is not None:
+                query = replace(data.config.query, min_relevancy=cfg.min_relevancy)
             selector = TextSelector.from_run(data, query=query, device=cfg.device)
         except OpenInsError as e:
             problem = str(e)

@@ -729,10 +729,25 @@ int backward_impl(const S* means2d, const S* conics, const S* opac, const S* fea
 
     // Deterministic path: one slot per (tile, Gaussian) pair, summed per Gaussian in tile order.
     const int64_t n_pairs = tile_offsets[n_tiles];
-    if (static_cast<double>(n_pairs) * K * sizeof(S) <= static_cast<double>(pair_budget)) {
+    bool slots_fit =
+        static_cast<double>(n_pairs) * K * sizeof(S) <= static_cast<double>(pair_budget);
+    std::vector<int32_t> rects;
+    std::vector<int64_t> start;
+    std::vector<S> pbuf;
+    if (slots_fit) {
+      try {  // an allocation failure here falls back to the smaller per-thread buffers
+        rects.assign(static_cast<size_t>(4 * n_vis), 0);
+        start.assign(static_cast<size_t>(n_vis + 1), 0);
+        pbuf.assign(static_cast<size_t>(n_pairs * K), S(0));
+      } catch (const std::bad_alloc&) {
+        std::vector<int32_t>().swap(rects);
+        std::vector<int64_t>().swap(start);
+        std::vector<S>().swap(pbuf);
+        slots_fit = false;
+      }
+    }
+    if (slots_fit) {
       // the boxes binning gave each Gaussian (same rule, same inputs) and their slot offsets
-      std::vector<int32_t> rects(static_cast<size_t>(4 * n_vis));
-      std::vector<int64_t> start(static_cast<size_t>(n_vis + 1), 0);
       run_parallel((n_vis + chunk - 1) / chunk, nt, [&](int64_t ci, int) {
         const int64_t end = std::min(n_vis, (ci + 1) * chunk);
         for (int64_t s = ci * chunk; s < end; ++s) {
@@ -747,7 +762,6 @@ int backward_impl(const S* means2d, const S* conics, const S* opac, const S* fea
       for (int64_t s = 0; s < n_vis; ++s) start[s + 1] += start[s];
       if (start[n_vis] != n_pairs) return 2;  // boxes differ from the binning: caller reports
       const PairSlots slots{rects.data(), start.data(), tiles_x};
-      std::vector<S> pbuf(static_cast<size_t>(n_pairs * K), S(0));
       run_parallel(n_tiles, nt, [&](int64_t t, int slot) {
         backward_tile<S>(P, t, T_final, last, grad_image, grad_alpha, pbuf.data(),
                          GradSink::kPair, &slots, scratch[slot]);
@@ -768,8 +782,9 @@ int backward_impl(const S* means2d, const S* conics, const S* opac, const S* fea
       return 0;
     }
 
-    // Fallback: gradient sums in depth order, [V, 6 + C] per buffer. One buffer per thread when
-    // they fit in kPrivateBudget bytes: plain adds, no cache-line ping-pong between threads on
+    // Fallback (returns 3: correct, but the summation order follows the thread schedule):
+    // gradient sums in depth order, [V, 6 + C] per buffer. One buffer per thread when they fit
+    // in kPrivateBudget bytes: plain adds, no cache-line ping-pong between threads on
     // neighbouring tiles (which share most Gaussians); else one buffer with atomic adds.
     constexpr double kPrivateBudget = 512.0 * (1 << 20);
     const int64_t per = n_vis * K;
@@ -793,7 +808,7 @@ int backward_impl(const S* means2d, const S* conics, const S* opac, const S* fea
         scatter(order[s], total.data());
       }
     });
-    return 0;
+    return nt > 1 ? 3 : 0;  // one thread: the order is fixed
   } catch (...) {
     return 1;
   }
@@ -803,7 +818,7 @@ int backward_impl(const S* means2d, const S* conics, const S* opac, const S* fea
 
 extern "C" {
 
-int oig_abi_version() { return 6; }
+int oig_abi_version() { return 7; }
 
 // radii_bytes: 4 (int32) or 8 (int64). Returns the number of visible Gaussians.
 int64_t oig_visible_order_f32(const float* depths, const void* radii, int radii_bytes, int64_t n,
