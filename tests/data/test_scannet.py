@@ -119,3 +119,28 @@ def test_broken_scannet_folders(tmp_path):
     with pytest.warns(UserWarning), pytest.raises(DataError, match=r"instances\[0\]") as e:
         read_scannet(tmp_path)
     assert "instances.json" in str(e.value)
+
+
+def test_raw_scannet_label_ids_are_mapped_through_the_label_table(tmp_path):
+    from openinsgaussian.data.scannet import LABEL_TSV, read_label_tsv
+    from openinsgaussian.data.synthetic import SynthConfig, generate_room
+
+    room = generate_room(SynthConfig(out=tmp_path, preset="tiny", seed=0, progress=False))
+    raw = read_scannet(room).train_frames[0].load_labels()  # the room writes NYU40 ids
+    assert read_scannet(room).problems == []  # a synthetic room's maps are NYU40: no warning
+    (room / "synth.json").rename(room / "synth.json.bak")
+    assert any(LABEL_TSV in p for p in read_scannet(room).problems)  # real-looking: warn
+    # ScanNet's table lists raw ids with their NYU40 id; unlisted ids map to 0
+    present = [int(v) for v in np.unique(raw) if v > 0]
+    table = {present[0]: 7, present[1]: 0}  # the first present id -> table; the second: none
+    rows = ["id\traw_category\tcategory\tcount\tnyu40id"]
+    rows += [f"{k}\tthing\tthing\t1\t{v}" for k, v in table.items()] + ["999\tx\tx\t1\t3"]
+    (tmp_path / LABEL_TSV).write_text("\n".join(rows) + "\n")  # the scene folder's parent
+    mapped = read_scannet(room).train_frames[0].load_labels()
+    expected = np.zeros_like(raw)
+    expected[raw == present[0]] = 7
+    np.testing.assert_array_equal(mapped, expected)
+    assert read_label_tsv(tmp_path / LABEL_TSV)[999] == 3
+    (tmp_path / LABEL_TSV).write_text("id,nyu40id\n1,2\n")  # not tab-separated
+    with pytest.raises(DataError, match="'id' and 'nyu40id'"):
+        read_scannet(room)

@@ -19,6 +19,8 @@ from .transforms import (attach_language_features, find_transforms_files, load_j
                          read_split)
 
 LABELS_GLOB = "*_vh_clean_2.labels.ply"
+#: ScanNet's label table: raw label ids of the 2D exports (``label-filt/``) -> NYU40 ids.
+LABEL_TSV = "scannetv2-labels.combined.tsv"
 # Frame attribute -> folder of the ScanNet 2D export holding ``<name>.png``.
 GT_MAP_FOLDERS = {"depth_path": "depth", "instance_path": "instance-filt", "label_path": "label-filt"}
 
@@ -43,9 +45,12 @@ def read_scannet(root: str | Path, *, downscale: float = 1.0,
     train, test, _ = read_split(found, downscale=downscale, eval_split=eval_split,
                                 holdout_every=holdout_every, problems=problems)
     train_frames, test_frames = make_frames(train, test, eval_split=eval_split, background=background)
+    lut = find_label_lut(root, problems)
     for f in train_frames + test_frames:
         attach_language_features(f, root)
         attach_gt_maps(f, root)
+        if f.label_path is not None:
+            f.label_lut = lut
 
     points_path = root / "points3d.ply"
     if not points_path.is_file():
@@ -63,6 +68,46 @@ def attach_gt_maps(frame: Frame, root: Path) -> None:
     for attr, folder in GT_MAP_FOLDERS.items():
         p = root / folder / f"{frame.name}.png"
         setattr(frame, attr, p if p.is_file() else None)
+
+
+def read_label_tsv(path: Path) -> np.ndarray:
+    """``[K]`` int64 lookup table raw ScanNet label id -> NYU40 id (0 where unlisted) from
+    ``scannetv2-labels.combined.tsv`` (tab-separated, header row with ``id`` and ``nyu40id``)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+    except OSError as e:
+        raise DataError(path, f"cannot read the label table: {e}") from None
+    if not rows or "id" not in rows[0] or "nyu40id" not in rows[0]:
+        raise DataError(path, "expected a tab-separated table with columns 'id' and 'nyu40id'",
+                        "use ScanNet's scannetv2-labels.combined.tsv")
+    pairs = []
+    for i, r in enumerate(rows, start=2):
+        try:
+            pairs.append((int(r["id"]), int(r["nyu40id"] or 0)))
+        except (TypeError, ValueError):
+            raise DataError(path, f"line {i}: 'id' and 'nyu40id' must be integers") from None
+    lut = np.zeros(max(k for k, _ in pairs) + 1, dtype=np.int64)
+    for k, v in pairs:
+        lut[k] = v
+    return lut
+
+
+def find_label_lut(root: Path, problems: list[str]) -> np.ndarray | None:
+    """The raw-id -> NYU40 table when ``scannetv2-labels.combined.tsv`` is in the scene folder or
+    its parent (the layout of a ScanNet download). Without it, label maps are read as NYU40 ids,
+    which is what the synthetic rooms write; real ScanNet ``label-filt/`` maps hold raw ids."""
+    for cand in (root / LABEL_TSV, root.parent / LABEL_TSV):
+        if cand.is_file():
+            return read_label_tsv(cand)
+    if (root / "label-filt").is_dir() and not (root / "synth.json").is_file():
+        problems.append(
+            f"{root / 'label-filt'}: read as NYU40 ids; put {LABEL_TSV} in {root} or its parent "
+            "if these are raw ScanNet label ids"
+        )
+    return None
 
 
 def read_point_labels(root: Path, n_points: int, points_path: Path,

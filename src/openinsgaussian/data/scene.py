@@ -26,7 +26,8 @@ class Frame:
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # RGBA images are composited on this
     depth_path: Path | None = None  # uint16 PNG, millimetres
     instance_path: Path | None = None  # uint16 PNG, instance id (0 = none)
-    label_path: Path | None = None  # uint16 PNG, NYU40 class id (0 = none)
+    label_path: Path | None = None  # uint16 PNG, NYU40 class id (0 = none), or raw ids + label_lut
+    label_lut: np.ndarray | None = None  # [K] int64 raw label id -> NYU40 id (ScanNet's label-filt)
     masks_path: Path | None = None  # language_features/<name>_s.npy
     features_path: Path | None = None  # language_features/<name>_f.npy
 
@@ -64,7 +65,11 @@ class Frame:
 
         if self.label_path is None:
             return None
-        return load_uint16(self.label_path, (self.camera.width, self.camera.height)).astype(np.int64)
+        raw = load_uint16(self.label_path, (self.camera.width, self.camera.height)).astype(np.int64)
+        if self.label_lut is None:
+            return raw
+        lut = self.label_lut
+        return np.where(raw < len(lut), lut[np.minimum(raw, len(lut) - 1)], 0)  # unknown id -> 0
 
 
 @dataclass
