@@ -219,3 +219,11 @@ def test_published_lerf_numbers_match_method_tables():
         for key, value in row.scores["mean"].items():
             per = [row.scores[s][key] for s in LERF_SCENES]
             assert np.mean(per) == pytest.approx(value, abs=6e-5), (row.method, key)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the hint is for machines without a GPU")
+def test_full_schedule_without_gpu_prints_a_hint(lerf_root, tmp_path, capsys):
+    with pytest.raises(BenchmarkFailed):  # the scene is missing: it fails at once
+        run_benchmark("lerf", lerf_root, tmp_path / "out", scenes=["figurines"], progress=False)
+    out = capsys.readouterr().out
+    assert "no CUDA GPU found" in out and "70,000 steps per scene" in out and "--fast" in out

@@ -576,6 +576,20 @@ def run_benchmark(
     extra = {**(FAST_OVERRIDES if fast else {}), **dict(overrides or {})}
     planned = str(extra.get("inputs.masks", pipeline_preset(preset).inputs.masks))
     jobs = _jobs(dataset, root, out, scenes, fast, planned, labels)
+    if dataset != "synthetic" and not fast:
+        import torch
+
+        if not torch.cuda.is_available():
+            pc = pipeline_preset(preset)
+            steps = (
+                pc.stage0.iterations + pc.stage1.iterations + pc.stage2.coarse_iterations
+                + pc.stage2.fine_iterations
+            )
+            console.print(
+                f"[yellow]no CUDA GPU found:[/yellow] the published {dataset} schedule "
+                f"({steps:,} steps per scene, SAM and CLIP on every image) takes many hours per "
+                "scene on a CPU; --fast runs a short smoke schedule"
+            )
     out.mkdir(parents=True, exist_ok=True)
     if command is None:
         command = _command_line()
