@@ -78,3 +78,26 @@ def tiny_clip_checkpoint(tiny_clip_configs, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clip") / "tiny_convnext.pt"
     torch.save(model.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory) -> Path:
+    """The tiny seed-0 room trained through stage 3 on the tiny schedule, selections from 2 views.
+
+    Shared by the query, viewer and LeRF-evaluation tests (one training for all); tests that
+    change a run copy it first.
+    """
+    from openinsgaussian.data.synthetic import SynthConfig, generate_room
+    from openinsgaussian.train.pipeline import run_pipeline
+
+    from tests.tiny_schedule import TINY_PIPELINE
+
+    old = torch.get_num_threads()
+    room = generate_room(
+        SynthConfig(out=tmp_path_factory.mktemp("data"), preset="tiny", seed=0, progress=False)
+    )
+    run = tmp_path_factory.mktemp("runs") / "run"
+    overrides = {**TINY_PIPELINE, "stage0.eval": False, "query.min_views_select": 2}
+    run_pipeline(room, run, "synthetic", **overrides)
+    torch.set_num_threads(old)
+    return run

@@ -8,31 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import DataError, OpenInsError, RunError
 from openinsgaussian.evaluate.lerf_run import run_eval_lerf
-from openinsgaussian.train.pipeline import load_run, run_pipeline
+from openinsgaussian.train.pipeline import load_run
 
-from tests.tiny_schedule import TINY_PIPELINE
 
-TINY = {**TINY_PIPELINE, "stage0.eval": False, "query.min_views_select": 2}
 # Two frames (a train and a held-out view) that both show the door and the sink of the seed-0 room.
 FRAMES = ("000000", "000007")
 CATEGORIES = ("door", "sink")
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    old = torch.get_num_threads()
-    room = generate_room(
-        SynthConfig(out=tmp_path_factory.mktemp("data"), preset="tiny", seed=0, progress=False)
-    )
-    run = tmp_path_factory.mktemp("runs") / "run"
-    run_pipeline(room, run, "synthetic", **TINY)
-    torch.set_num_threads(old)
-    return run
+def finished(finished_tiny_run) -> Path:
+    return finished_tiny_run  # tests/conftest.py
 
 
 def _write_labels(run: Path, folder: Path, frames=FRAMES, scale: dict | None = None) -> Path:

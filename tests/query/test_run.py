@@ -14,23 +14,12 @@ from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import ConfigError
 from openinsgaussian.perception.oracle import OracleLanguage
 from openinsgaussian.query.run import QueryConfig, run_query, selection_overlay, text_encoder
-from openinsgaussian.train.pipeline import load_run, run_pipeline
-
-from tests.tiny_schedule import TINY_PIPELINE
-
-TINY = {**TINY_PIPELINE, "stage0.eval": False, "query.min_views_select": 2}
+from openinsgaussian.train.pipeline import load_run
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    old = torch.get_num_threads()
-    room = generate_room(
-        SynthConfig(out=tmp_path_factory.mktemp("data"), preset="tiny", seed=0, progress=False)
-    )
-    run = tmp_path_factory.mktemp("runs") / "run"
-    run_pipeline(room, run, "synthetic", **TINY)
-    torch.set_num_threads(old)
-    return run
+def finished(finished_tiny_run) -> Path:
+    return finished_tiny_run  # tests/conftest.py
 
 
 def test_oracle_text_encoder_returns_the_class_vectors(tmp_path):

@@ -14,31 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import BackendError, ConfigError, DataError, RunError
 from openinsgaussian.query.run import run_query
 from openinsgaussian.train.instances_file import load_instances, save_instances
-from openinsgaussian.train.pipeline import run_pipeline
 from openinsgaussian.viewer import ViewerConfig, build_viewer, load_viewer_run, serve
 from openinsgaussian.viewer.app import check_listen_address
 
-from tests.tiny_schedule import TINY_PIPELINE
-
-TINY = {**TINY_PIPELINE, "stage0.eval": False, "query.min_views_select": 2}
-
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    old = torch.get_num_threads()
-    room = generate_room(
-        SynthConfig(out=tmp_path_factory.mktemp("data"), preset="tiny", seed=0, progress=False)
-    )
-    run = tmp_path_factory.mktemp("runs") / "run"
-    run_pipeline(room, run, "synthetic", **TINY)
-    torch.set_num_threads(old)
-    return run
+def finished(finished_tiny_run) -> Path:
+    return finished_tiny_run  # tests/conftest.py
 
 
 @pytest.fixture
