@@ -27,6 +27,7 @@ def test_demo_runs_everything_and_says_where_the_outputs_are(tmp_path, capsys):
     res = run_demo(tmp_path, seed=0, preset="tiny", overrides=TINY)
     printed = capsys.readouterr().out
     assert "scannet19" in printed and "mIoU" in printed and "where things are" in printed
+    assert "openins view" in printed
     run = Path(res["run"])
     for p in (
         run / "exports" / "point_cloud.ply",

@@ -110,6 +110,7 @@ def run_demo(
         f"wall time of this call {seconds:.0f}s (data {t_data:.0f}s, training {t_train:.0f}s)"
         + (f"; stages when they ran: {times}" if times else "")
     )
+    print(f'next: openins query {run} "chair"   |   openins view {run}  (web viewer)')
     return {
         "scene": str(scene_dir),
         "run": str(run),
