@@ -28,7 +28,6 @@ from ..data.lerf import (
     LerfAnnotation,
     RasterMode,
     category_masks,
-    find_label_folder,
     frame_index,
     labels_digest,
     match_frames,
@@ -192,6 +191,7 @@ def run_eval_lerf(
         ) from None
     if not labels:
         raise DataError(label_dir, f"no frame_*.json label files for scene {name!r}")
+    label_folder = next(iter(labels.values())).path.parent  # where the files were read
     frames = prepare_frames(scene.train_frames + scene.test_frames, cfg.stage0)
     matched, matched_by = _match_cameras(labels, frames)
     queries = list(LERF_QUERIES.get(name, ()))
@@ -266,8 +266,8 @@ def run_eval_lerf(
             **run_metadata(loaded, compat),
             "scene_name": name,
             "labels": str(label_dir),
-            "labels_folder": str(find_label_folder(label_dir, name)),
-            "labels_digest": labels_digest(find_label_folder(label_dir, name)),
+            "labels_folder": str(label_folder),
+            "labels_digest": labels_digest(label_folder),
             "protocol": PROTOCOL_NAME,
             "metric_protocol": result["protocol"],
             "min_views": qcfg.min_views_select,
