@@ -160,15 +160,22 @@ class Camera:
         uv = np.stack([K[0, 0] * xn[:, 0] + K[0, 1] * xn[:, 1] + K[0, 2], K[1, 1] * xn[:, 1] + K[1, 2]], axis=-1)
         return uv, z
 
-    def rays(self) -> tuple[np.ndarray, np.ndarray]:
+    def rays(self, through_lens: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """World-space ray origins and unit directions through every pixel centre, ``[H,W,3]`` each.
 
-        Ignores distortion (rays of the ideal pinhole).
+        Rays of the ideal pinhole, unless ``through_lens`` and the camera has a distortion: then
+        each pixel's ray is the one the lens maps onto it (OpenCV's inverse of the model).
         """
         u, v = np.meshgrid(np.arange(self.width) + 0.5, np.arange(self.height) + 0.5)
         K = self.K.numpy()
-        y = (v - K[1, 2]) / K[1, 1]
-        x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
+        if through_lens and self.distortion is not None and not self.distortion.is_identity():
+            from .undistort import undistort_points
+
+            xn = undistort_points(self, np.stack([u.ravel(), v.ravel()], axis=1))  # [H*W, 2]
+            x, y = xn[:, 0].reshape(u.shape), xn[:, 1].reshape(u.shape)
+        else:
+            y = (v - K[1, 2]) / K[1, 1]
+            x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
         d_cam = np.stack([x, y, np.ones_like(x)], axis=-1)
         c2w = self.cam_to_world.numpy()
         d = d_cam @ c2w[:3, :3].T

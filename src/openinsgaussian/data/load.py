@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -47,19 +48,32 @@ def detect_format(path: str | Path) -> SceneFormat:
 
 
 def load_scene(path: str | Path, *, format: str = "auto", downscale: float = 1.0,
-               background: tuple[float, float, float] | None = None, eval_split: bool = True) -> Scene:
+               background: tuple[float, float, float] | None = None, eval_split: bool = True,
+               undistort: bool = False, progress: bool = True) -> Scene:
     """Read any supported scene folder into a :class:`Scene`.
 
     ``background`` defaults to black for ScanNet and COLMAP and white for Blender scenes.
     ``eval_split`` holds out the test views (COLMAP: every 8th image by name; others: the test json).
+    ``undistort``: frames whose camera has lens distortion get pinhole cameras and images
+    undistorted with OpenCV, cached once in ``<scene>/undistorted/``
+    (:func:`~openinsgaussian.data.undistort.undistort_scene`; training does this by default);
+    False keeps the distorted images and warns that rendering uses the ideal pinhole.
     """
     if format not in FORMATS:
         raise DataError(path, f"unknown scene format {format!r}", f"choose one of {', '.join(FORMATS)}")
     root = _scene_dir(path)
     fmt = detect_format(root) if format == "auto" else format
     bg = DEFAULT_BACKGROUND[fmt] if background is None else tuple(float(c) for c in background)
-    if fmt == "scannet":
-        return read_scannet(root, downscale=downscale, background=bg, eval_split=eval_split)
-    if fmt == "colmap":
-        return read_colmap(root, downscale=downscale, background=bg, eval_split=eval_split)
-    return read_transforms(root, downscale=downscale, background=bg, eval_split=eval_split)
+    reader = {"scannet": read_scannet, "colmap": read_colmap}.get(fmt, read_transforms)
+    if not undistort:
+        scene = reader(root, downscale=downscale, background=bg, eval_split=eval_split)
+        if any(f.camera.distortion is not None and not f.camera.distortion.is_identity()
+               for f in scene.frames):
+            scene.images_undistorted = False
+        return scene
+    from .undistort import DISTORTION_PROBLEM, undistort_scene
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=f".*{DISTORTION_PROBLEM}")  # undistorted next
+        scene = reader(root, downscale=downscale, background=bg, eval_split=eval_split)
+    return undistort_scene(scene, progress=progress)

@@ -86,6 +86,8 @@ class Scene:
     point_instances: np.ndarray | None = None  # [P] int64 instance ids (synthetic scenes)
     instance_classes: dict[int, tuple[str, int]] = field(default_factory=dict)  # id -> (class, NYU40)
     problems: list[str] = field(default_factory=list)  # warnings met while reading
+    images_undistorted: bool | None = None  # None: no lens distortion; True: undistorted on load
+    undistorted_dir: Path | None = None  # where the undistorted images are cached
 
     def __post_init__(self) -> None:
         if not self.train_frames:
@@ -94,7 +96,8 @@ class Scene:
                             if f.camera.distortion is not None and not f.camera.distortion.is_identity()})
         if distorted:
             msg = (f"cameras carry lens distortion ({', '.join(distorted)}) but rendering uses the ideal "
-                   "pinhole; undistort the images first (e.g. colmap image_undistorter)")
+                   "pinhole; load with undistortion on (what openins train / preprocess do unless "
+                   "undistort=false) or undistort the images first (e.g. colmap image_undistorter)")
             if msg not in self.problems:
                 self.problems.append(msg)
                 warnings.warn(f"{self.root}: {msg}", stacklevel=2)
@@ -143,6 +146,8 @@ class Scene:
             "bounds_max": [round(float(x), 4) for x in hi],
             "camera_extent": round(self.camera_extent(), 4),
             "distortion": sorted({f.camera.distortion.model for f in self.frames if f.camera.distortion is not None}),
+            "distortion_coefficients": _distortion_groups(self.frames),
+            "images_undistorted": self.images_undistorted,
             "problems": list(self.problems),
         }
         if self.point_labels is not None:
@@ -151,3 +156,14 @@ class Scene:
         if self.instance_classes:
             out["instances"] = len(self.instance_classes)
         return out
+
+
+def _distortion_groups(frames: list[Frame]) -> list[dict]:
+    """Distinct ``{model, coeffs, frames}`` of the frames' lens distortion (non-identity)."""
+    groups: dict[tuple[str, tuple[float, ...]], int] = {}
+    for f in frames:
+        d = f.camera.distortion
+        if d is not None and not d.is_identity():
+            key = (d.model, tuple(float(c) for c in d.coeffs))
+            groups[key] = groups.get(key, 0) + 1
+    return [{"model": m, "coeffs": list(c), "frames": n} for (m, c), n in sorted(groups.items())]

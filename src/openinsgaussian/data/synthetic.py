@@ -30,7 +30,7 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..io import save_image, write_json
-from .camera import GL_TO_CV, Camera
+from .camera import GL_TO_CV, Camera, Distortion
 from .ply import write_ply
 
 GENERATOR_VERSION = 1  # bump when the output of a given config changes
@@ -106,6 +106,10 @@ class SynthConfig:
     """Colour image format (None: png, lossless)."""
     fov_deg: float = 65.0
     """Horizontal field of view of the pinhole cameras, degrees (fx = fy)."""
+    distortion: tuple[float, float, float, float] | None = None
+    """Lens distortion (OpenCV k1, k2, p1, p2) of every camera; None: ideal pinhole. Images and
+    GT maps are ray-cast through the lens and transforms*.json records the coefficients
+    (camera_model OPENCV): a distorted capture with known coefficients."""
     overwrite: bool = False
     """Regenerate even when a complete scene for this config is already there."""
     progress: bool = True
@@ -129,6 +133,18 @@ class SynthConfig:
             raise ConfigError(f"SynthConfig.image_format must be 'png' or 'jpg', got {self.image_format!r}")
         if not 20.0 <= self.fov_deg <= 120.0:
             raise ConfigError(f"SynthConfig.fov_deg must be within [20, 120], got {self.fov_deg}")
+        if self.distortion is not None:
+            if len(self.distortion) != 4 or not all(math.isfinite(float(c)) for c in self.distortion):
+                raise ConfigError(f"SynthConfig.distortion must be 4 finite numbers (k1, k2, p1, p2), "
+                                  f"got {self.distortion!r}")
+            self.distortion = tuple(float(c) for c in self.distortion)  # type: ignore[assignment]
+
+    def lens(self) -> Distortion | None:
+        """The cameras' :class:`~openinsgaussian.data.camera.Distortion` (None: pinhole)."""
+        if self.distortion is None:
+            return None
+        k1, k2, p1, p2 = self.distortion
+        return Distortion("opencv", (k1, k2, p1, p2, 0.0, 0.0, 0.0, 0.0))
 
     @property
     def scene_name(self) -> str:
@@ -141,6 +157,10 @@ class SynthConfig:
     def stamp(self) -> dict:
         """The values that determine the output bytes (everything but where and how to run)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("out", "overwrite", "progress")}
+        if self.distortion is None:
+            del d["distortion"]  # stamps of pinhole rooms stay those of earlier versions
+        else:
+            d["distortion"] = [float(c) for c in self.distortion]
         d["generator_version"] = GENERATOR_VERSION
         return d
 
@@ -715,6 +735,8 @@ def _screen_rect(corners: np.ndarray, cam: Camera) -> tuple[int, int, int, int] 
         return None
     if pc[:, 2].min() <= 1e-6:  # straddles the camera plane: no tight bound
         return 0, H, 0, W
+    if cam.distortion is not None and not cam.distortion.is_identity():
+        return 0, H, 0, W  # a lens bends the box's edges: no tight bound from its corners
     uv, _ = cam.project(corners, apply_distortion=False)
     u0, v0 = np.floor(uv.min(axis=0) - 1).astype(int)
     u1, v1 = np.ceil(uv.max(axis=0) + 1).astype(int)
@@ -792,7 +814,7 @@ class ViewRender:
 def render_view(layout: Layout, cam: Camera) -> ViewRender:
     """Ray-cast every pixel centre of ``cam`` against all primitives and keep the nearest hit."""
     H, W = cam.height, cam.width
-    o, d = cam.rays()  # [H,W,3] each
+    o, d = cam.rays(through_lens=True)  # [H,W,3] each
     origin = o[0, 0]
     prims = layout.prims
     corners = prims.corners()
@@ -931,8 +953,12 @@ def _transforms(cfg: SynthConfig, views: list[View]) -> dict:
     for v in views:
         c2w_gl = v.camera.cam_to_world.numpy() @ GL_TO_CV  # OpenCV -> OpenGL: negate columns 1 and 2
         frames.append({"file_path": f"color/{v.name}", "transform_matrix": [[float(x) for x in row] for row in c2w_gl]})
-    return {"w": cfg.width, "h": cfg.height, "fl_x": fx, "fl_y": fx, "cx": cfg.width / 2, "cy": cfg.height / 2,
-            "frames": frames}
+    out = {"w": cfg.width, "h": cfg.height, "fl_x": fx, "fl_y": fx, "cx": cfg.width / 2, "cy": cfg.height / 2,
+           "frames": frames}
+    if cfg.distortion is not None:
+        k1, k2, p1, p2 = cfg.distortion
+        out.update(camera_model="OPENCV", k1=k1, k2=k2, p1=p1, p2=p2)
+    return out
 
 
 def _expected_files(cfg: SynthConfig, views: list[View]) -> list[str]:
@@ -996,7 +1022,7 @@ def generate_room(cfg: SynthConfig) -> Path:
 
     layout = build_layout(cfg)
     for v in tqdm(layout.views, desc=f"{cfg.scene_name}: ray casting", unit="view", disable=not cfg.progress):
-        r = render_view(layout, v.camera)
+        r = render_view(layout, replace(v.camera, distortion=cfg.lens()))
         save_image(root / "color" / f"{v.name}.{cfg.image_format}", r.rgb)
         save_image(root / "depth" / f"{v.name}.png", np.clip(np.round(r.depth * 1000.0), 0, 65535).astype(np.uint16))
         save_image(root / "instance-filt" / f"{v.name}.png", r.instance)

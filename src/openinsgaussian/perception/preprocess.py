@@ -97,6 +97,9 @@ class PreprocessConfig:
     """Torch device for SAM and CLIP: auto, cpu, cuda, cuda:1, ..."""
     max_height: int = 1080
     """Taller images are first resized to this height (LangSplat); the cache is at that size."""
+    undistort: bool = True
+    """Undistort the images of cameras with lens distortion first (OpenCV, cached in
+    <scene>/undistorted/), as training does; false keeps the distorted images."""
     overwrite: bool = False
     """Recompute every entry and replace a cache made with another configuration."""
     progress: bool = True
@@ -136,11 +139,40 @@ def language_settings(cfg: PreprocessConfig) -> dict[str, Any]:
     raise ConfigError(f"unknown language source {cfg.language!r}; choose clip or oracle")
 
 
-def signature(cfg: PreprocessConfig) -> dict[str, Any]:
-    """Everything that changes the cache's content; equal signatures may share a cache."""
-    return {"layout": CACHE_LAYOUT, "levels": list(LEVELS), "max_height": int(cfg.max_height),
-            "masks": {"source": cfg.masks, **_jsonable(mask_settings(cfg))},
-            "language": _jsonable(language_settings(cfg))}
+def signature(cfg: PreprocessConfig, scene: Scene | None = None) -> dict[str, Any]:
+    """Everything that changes the cache's content; equal signatures may share a cache.
+
+    For a scene whose cameras have lens distortion, whether its images were undistorted is part
+    of it (``undistorted``), so a cache made on the distorted images is never reused on the
+    undistorted ones or the other way round."""
+    sig = {"layout": CACHE_LAYOUT, "levels": list(LEVELS), "max_height": int(cfg.max_height),
+           "masks": {"source": cfg.masks, **_jsonable(mask_settings(cfg))},
+           "language": _jsonable(language_settings(cfg))}
+    if scene is not None and scene.images_undistorted is not None:
+        sig["undistorted"] = bool(scene.images_undistorted)
+    return sig
+
+
+def check_cache_images(cache_dir: Path, scene: Scene) -> None:
+    """Refuse a cache made on distorted images for an undistorted scene, or the other way round
+    (:func:`signature`'s ``undistorted`` entry); caches of undistortion-free scenes always pass."""
+    import json
+
+    meta_path = Path(cache_dir) / META_NAME
+    if scene.images_undistorted is None or not meta_path.is_file():
+        return
+    try:
+        old = json.loads(meta_path.read_text()).get("signature") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    made = old.get("undistorted")
+    if made is not None and bool(made) != bool(scene.images_undistorted):
+        state = "undistorted" if made else "distorted"
+        raise ConfigError(
+            f"{cache_dir}: the cache was made on the {state} images of this scene, but the "
+            f"images are now {'undistorted' if scene.images_undistorted else 'distorted'}; "
+            "rebuild it (openins preprocess --overwrite) or use the other undistort setting"
+        )
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -262,9 +294,10 @@ def run_preprocess(cfg: PreprocessConfig, scene: Scene | None = None, mask_gener
     if scene is None:
         from ..data.load import load_scene
 
-        scene = load_scene(cfg.data, format=cfg.format)
+        scene = load_scene(cfg.data, format=cfg.format, undistort=cfg.undistort,
+                           progress=cfg.progress)
     out = Path(cfg.output) if cfg.output is not None else Path(scene.root) / "language_features"
-    sig = signature(cfg)
+    sig = signature(cfg, scene)
     frames = _frames(scene, cfg.splits)
     names = [f.name for f in frames]
     previous = _check_existing(out, sig, names, cfg.overwrite)

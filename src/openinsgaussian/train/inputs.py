@@ -163,10 +163,12 @@ def preprocess_config(scene: Scene, cfg: InputsConfig, seed: int = 0, progress: 
 
 def ensure_cache(scene: Scene, cfg: InputsConfig, seed: int = 0, progress: bool = True) -> Path:
     """The cache folder of ``scene``, built with the configured sources when entries are missing."""
+    from ..perception.preprocess import check_cache_images, run_preprocess
+
     cache_dir = default_cache_dir(scene, cfg)
     if cache_complete(cache_dir, scene.train_frames):
+        check_cache_images(cache_dir, scene)
         return cache_dir
-    from ..perception.preprocess import run_preprocess
 
     return run_preprocess(preprocess_config(scene, cfg, seed, progress), scene=scene)
 
