@@ -49,7 +49,7 @@ from openinsgaussian.train.pipeline import (  # noqa: E402  # noqa: E402
     run_pipeline,
     stage_done,
 )
-from openinsgaussian.train.run_dir import RunDir  # noqa: E402
+from openinsgaussian.run import RunDir  # noqa: E402
 from openinsgaussian.train.stage0 import prepare_frames  # noqa: E402
 from openinsgaussian.train.stage2 import CODEBOOK_FILE, load_codebook  # noqa: E402
 from openinsgaussian.train.stage3 import train_stage3  # noqa: E402

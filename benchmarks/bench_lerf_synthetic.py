@@ -29,7 +29,7 @@ from openinsgaussian.data.synthetic_lerf import LerfLayoutConfig, write_lerf_lay
 from openinsgaussian.evaluate.benchmark import run_benchmark  # noqa: E402
 from openinsgaussian.io import write_json, write_text  # noqa: E402
 from openinsgaussian.train.pipeline import pipeline_preset  # noqa: E402
-from openinsgaussian.train.run_dir import dataclass_to_dict  # noqa: E402
+from openinsgaussian.run import dataclass_to_dict  # noqa: E402
 
 #: Schedule fields taken from the ``synthetic`` preset (lengths, cadences, the stage-1 lr that
 #: short schedules need, and k1, which the fine-stage length is sized for); every other value is

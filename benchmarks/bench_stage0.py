@@ -40,7 +40,7 @@ from openinsgaussian.data.load import load_scene  # noqa: E402
 from openinsgaussian.data.synthetic import SynthConfig, generate_room  # noqa: E402
 from openinsgaussian.io import write_json  # noqa: E402
 from openinsgaussian.render import resolve_backend  # noqa: E402
-from openinsgaussian.train.run_dir import apply_overrides, dataclass_to_dict  # noqa: E402
+from openinsgaussian.run import apply_overrides, dataclass_to_dict  # noqa: E402
 from openinsgaussian.train.stage0 import stage0_preset, train_stage0  # noqa: E402
 
 SHARED = Path(os.environ.get("OIG_SHARED_DATA", REPO.parent / "shared" / "data"))

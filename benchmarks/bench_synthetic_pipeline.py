@@ -36,7 +36,7 @@ from openinsgaussian.evaluate.run import run_eval  # noqa: E402
 from openinsgaussian.io import write_json  # noqa: E402
 from openinsgaussian.render import resolve_backend  # noqa: E402
 from openinsgaussian.train.pipeline import read_pipeline_config, run_pipeline  # noqa: E402
-from openinsgaussian.train.run_dir import RunDir, dataclass_to_dict  # noqa: E402
+from openinsgaussian.run import RunDir, dataclass_to_dict  # noqa: E402
 
 TARGET_MIOU19 = 0.85
 

@@ -12,7 +12,7 @@ from openinsgaussian.data.load import load_scene
 from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.splats.gaussians import GaussianModel
 from openinsgaussian.train.inputs import InputsConfig, TrainingInputs, load_training_inputs
-from openinsgaussian.train.run_dir import apply_overrides
+from openinsgaussian.run import apply_overrides
 from openinsgaussian.train.stage0 import prepare_frames, stage0_preset, train_stage0
 from openinsgaussian.train.stage1 import Stage1Config, train_stage1
 

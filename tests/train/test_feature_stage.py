@@ -6,9 +6,9 @@ import torch
 
 from openinsgaussian.errors import ConfigError, RunError
 from openinsgaussian.splats.gaussians import GaussianModel
-from openinsgaussian.train.checkpoint import save_checkpoint
+from openinsgaussian.run.checkpoints import save_checkpoint
 from openinsgaussian.train.feature_stage import FeatureTraining, feature_image, refuse_unresumed
-from openinsgaussian.train.run_dir import RunDir
+from openinsgaussian.run import RunDir
 from openinsgaussian.train.stage1 import Stage1Config
 
 

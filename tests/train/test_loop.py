@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from openinsgaussian.errors import ConfigError
-from openinsgaussian.train.checkpoint import list_checkpoints
+from openinsgaussian.run.checkpoints import list_checkpoints
 from openinsgaussian.train.loop import TrainLoop, ViewSampler
-from openinsgaussian.train.run_dir import RunDir
+from openinsgaussian.run import RunDir
 
 
 def test_views_without_replacement_each_epoch_and_resume():

@@ -13,8 +13,8 @@ import torch
 from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import ConfigError, RunError
 from openinsgaussian.evaluate.run import run_eval
-from openinsgaussian.train.instances_file import load_instances
-from openinsgaussian.train.checkpoint import list_checkpoints
+from openinsgaussian.run.instances import load_instances
+from openinsgaussian.run.checkpoints import list_checkpoints
 from openinsgaussian.train.pipeline import (
     PipelineConfig,
     pipeline_preset,
@@ -22,7 +22,7 @@ from openinsgaussian.train.pipeline import (
     run_pipeline,
     scene_overrides,
 )
-from openinsgaussian.train.run_dir import RunDir
+from openinsgaussian.run import RunDir
 
 from tests.tiny_schedule import TINY_PIPELINE
 
@@ -91,7 +91,7 @@ def test_end_to_end_tiny_chain_with_gt_masks_and_clean_oracle(room, finished):
     assert inst.language_source == "oracle" and inst.header["aggregation"] == "attention"
     timings = json.loads(rd.metrics_path("pipeline").read_text())["stages"]
     assert set(timings) >= {"stage0", "stage1", "stage2", "stage3"}
-    res = run_eval(finished, print_table=False)
+    res = run_eval(finished).metrics
     # measured on this schedule: 0.637 (19 classes) and 0.608 (10 classes) for seed 0, 0.684 and
     # 0.675 for seed 1; the default room reaches 0.91 with the full synthetic preset (benchmarks/)
     assert res["lists"]["scannet19"]["miou"] > 0.5, res["lists"]["scannet19"]

@@ -19,8 +19,8 @@ from openinsgaussian.data.synthetic import SynthConfig, generate_room
 from openinsgaussian.errors import ConfigError, RunError
 from openinsgaussian.splats.densify import DensifyConfig
 from openinsgaussian.splats.ply import load_gaussians_ply
-from openinsgaussian.train.checkpoint import list_checkpoints
-from openinsgaussian.train.run_dir import RunDir, dataclass_to_dict
+from openinsgaussian.run.checkpoints import list_checkpoints
+from openinsgaussian.run import RunDir, dataclass_to_dict
 from openinsgaussian.train.stage0 import (
     Stage0Config,
     evaluate_stage0,
@@ -140,7 +140,7 @@ def _slow_save(self, *args, **kwargs):  # widen the window in which the parent c
     time.sleep(0.3)
 loop.TrainLoop.save = _slow_save
 from openinsgaussian.data.load import load_scene
-from openinsgaussian.train.run_dir import dict_to_dataclass
+from openinsgaussian.run import dict_to_dataclass
 from openinsgaussian.train.stage0 import Stage0Config, train_stage0
 cfg = dict_to_dataclass(Stage0Config, json.loads(sys.argv[3]))
 train_stage0(load_scene(sys.argv[1]), sys.argv[2], cfg)

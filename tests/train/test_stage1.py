@@ -11,10 +11,10 @@ import torch
 from openinsgaussian.errors import ConfigError, RunError
 from openinsgaussian.instances.losses import instance_loss, to_render_space
 from openinsgaussian.splats.gaussians import GaussianModel
-from openinsgaussian.train.checkpoint import list_checkpoints
+from openinsgaussian.run.checkpoints import list_checkpoints
 from openinsgaussian.train.feature_stage import FrozenGeometry
 from openinsgaussian.train.inputs import InputsConfig
-from openinsgaussian.train.run_dir import RunDir
+from openinsgaussian.run import RunDir
 from openinsgaussian.train.stage1 import Stage1Config, instance_loss_over_views, train_stage1
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the resume test compares runs bitwise

@@ -14,7 +14,7 @@ from openinsgaussian.instances.losses import pseudo_feature_loss, to_render_spac
 from openinsgaussian.splats.gaussians import GaussianModel
 from openinsgaussian.train.feature_stage import FrozenGeometry
 from openinsgaussian.train.inputs import InputsConfig, ViewInputs
-from openinsgaussian.train.run_dir import RunDir
+from openinsgaussian.run import RunDir
 from openinsgaussian.train.stage2 import (
     CODEBOOK_FILE,
     Stage2Config,

@@ -12,12 +12,12 @@ import torch
 from openinsgaussian.data.camera import Camera
 from openinsgaussian.errors import RunError
 from openinsgaussian.instances.codebook import CodebookConfig
-from openinsgaussian.train.instances_file import load_instances
+from openinsgaussian.run.instances import load_instances
 from openinsgaussian.instances.losses import to_render_space
 from openinsgaussian.splats.gaussians import GaussianModel
 from openinsgaussian.train.feature_stage import FrozenGeometry
 from openinsgaussian.train.inputs import InputsConfig, ViewInputs
-from openinsgaussian.train.run_dir import RunDir
+from openinsgaussian.run import RunDir
 from openinsgaussian.train.stage2 import (
     Stage2Config,
     ViewPseudo,

@@ -2,7 +2,7 @@
 
 from .photometric import l1, photometric_loss, psnr, ssim
 from .pipeline import PipelineConfig, pipeline_preset, run_pipeline
-from .run_dir import RunDir
+from ..run.directory import RunDir
 from .stage0 import Stage0Config, export_run, run_train, stage0_preset, train_stage0
 
 __all__ = [

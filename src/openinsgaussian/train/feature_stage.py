@@ -23,10 +23,10 @@ from ..instances.losses import to_render_space
 from ..io import save_image
 from ..render import Backend, RenderOutput, render
 from ..splats.gaussians import GaussianModel
-from .checkpoint import list_checkpoints, restore_rng_state, rng_state
+from ..run.checkpoints import list_checkpoints, restore_rng_state, rng_state
 from .inputs import TrainingInputs
 from .loop import TrainLoop, ViewSampler
-from .run_dir import RunDir
+from ..run.directory import RunDir
 
 
 # ---- frozen geometry shared by stages 1-3 ----------------------------------------------------

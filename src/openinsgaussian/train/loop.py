@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from .checkpoint import load_latest_checkpoint, save_checkpoint
-from .run_dir import RunDir
+from ..run.checkpoints import load_latest_checkpoint, save_checkpoint
+from ..run.directory import RunDir
 
 
 class ViewSampler:

@@ -30,10 +30,11 @@ from ..render import resolve_backend
 from ..splats.densify import DensifyConfig, DensifyStrategy
 from ..splats.gaussians import GaussianModel
 from ..splats.ply import save_gaussians_ply
-from .checkpoint import list_checkpoints, rng_state, restore_rng_state
+from ..run.checkpoints import list_checkpoints, rng_state, restore_rng_state
 from .loop import TrainLoop, ViewSampler
 from .photometric import l1, photometric_loss, psnr, psnr_from_mse, ssim
-from .run_dir import RunDir, apply_overrides, config_hash, dataclass_to_dict
+from ..run.directory import RunDir
+from ..run.serialize import apply_overrides, config_hash, dataclass_to_dict
 from .schedule import ExponentialLR
 
 log = logging.getLogger(__name__)
@@ -413,7 +414,7 @@ def export_run(run: Path, fmt: Literal["ply"] = "ply", out: Path | None = None) 
     ``instance_id`` and/or ``leaf_ind``/``leaf_id`` arrays they are written as extra columns.
     Default output: ``RUN/exports/point_cloud.ply``. Returns the written path.
     """
-    from .checkpoint import latest_model_state
+    from ..run.checkpoints import latest_model_state
 
     if fmt != "ply":
         raise ConfigError(f"unknown export format {fmt!r}; supported: ply")

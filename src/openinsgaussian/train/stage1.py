@@ -39,7 +39,8 @@ from .feature_stage import (
     save_feature_renders,
 )
 from .inputs import TrainingInputs
-from .run_dir import RunDir, config_hash
+from ..run.directory import RunDir
+from ..run.serialize import config_hash
 
 STAGE = "stage1"
 

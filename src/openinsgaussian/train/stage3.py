@@ -24,7 +24,7 @@ behind others, and its alpha comes from the leaf alone. Leaf eligibility differs
 dominated pixels (one pass) against at least 10 visible Gaussians (per leaf). Both then use the
 same score and threshold.
 
-Output: ``instances.npz`` (see :mod:`openinsgaussian.train.instances_file`) written atomically, and
+Output: ``instances.npz`` (see :mod:`openinsgaussian.run.instances`) written atomically, and
 ``metrics/stage3.json``.
 """
 
@@ -52,7 +52,7 @@ from ..instances.association import (
     pick_matches,
 )
 from ..instances.codebook import TwoLevelCodebook
-from .instances_file import Instances, save_instances
+from ..run.instances import Instances, save_instances
 from ..instances.losses import to_render_space
 from ..instances.pseudo import ids_to_masks
 from ..io import write_json
@@ -61,7 +61,8 @@ from ..render.projection import project_gaussians
 from ..splats.gaussians import GaussianModel
 from .feature_stage import FrozenGeometry
 from .inputs import TrainingInputs, ViewInputs
-from .run_dir import RunDir, config_hash
+from ..run.directory import RunDir
+from ..run.serialize import config_hash
 from .stage2 import Stage2Config, ViewPseudo, build_pseudo, load_pseudo, mask_areas, pseudo_path
 
 STAGE = "stage3"

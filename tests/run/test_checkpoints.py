@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from openinsgaussian.train.checkpoint import (
+from openinsgaussian.run.checkpoints import (
     list_checkpoints,
     load_latest_checkpoint,
     restore_rng_state,
     rng_state,
     save_checkpoint,
 )
-from openinsgaussian.train.run_dir import RunDir
+from openinsgaussian.run import RunDir
 
 
 def test_keep_last_k_and_latest(tmp_path):

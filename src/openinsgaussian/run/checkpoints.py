@@ -20,7 +20,7 @@ import torch
 
 from ..errors import RunError
 from ..io import save_torch
-from .run_dir import STAGES, RunDir
+from .directory import STAGES, RunDir
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from openinsgaussian.errors import ConfigError, RunError
-from openinsgaussian.train.run_dir import (
+from openinsgaussian.run import (
     RunDir,
     apply_overrides,
     config_hash,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from openinsgaussian.errors import DataError
-from openinsgaussian.train.instances_file import Instances, load_instances, save_instances
+from openinsgaussian.run.instances import Instances, load_instances, save_instances
 
 
 def _example(n: int = 50, k1: int = 3, k2: int = 2, d: int = 8, views: int = 4) -> Instances:
