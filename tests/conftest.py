@@ -101,3 +101,43 @@ def finished_tiny_run(tmp_path_factory) -> Path:
     run_pipeline(room, run, "synthetic", **overrides)
     torch.set_num_threads(old)
     return run
+
+
+@pytest.fixture(scope="session")
+def clip_run(finished_tiny_run, tiny_clip_checkpoint, tmp_path_factory) -> dict:
+    """A copy of the tiny run whose leaves carry features of the tiny random CLIP
+    (language source ``clip:oig_test_convnext:random``; set OIG_CLIP_CHECKPOINT to
+    ``checkpoint`` when using it). Leaf ``a`` holds the embedding of "a photo of a chair."
+    computed by hand (tokenizer + text tower), leaf ``b`` that of the bare "chair", the others
+    random unit vectors."""
+    import shutil
+
+    import numpy as np
+    import torch.nn.functional as F
+
+    from openinsgaussian.perception.clip_model import ClipModel
+    from openinsgaussian.run.instances import load_instances, save_instances
+
+    from tests.perception.perception_fixtures import TINY_CONVNEXT
+
+    run = tmp_path_factory.mktemp("clip_run") / "run"
+    shutil.copytree(finished_tiny_run, run)
+    clip = ClipModel(TINY_CONVNEXT, "random", checkpoint=tiny_clip_checkpoint, device="cpu")
+
+    @torch.no_grad()
+    def embed(prompt: str) -> np.ndarray:
+        tokens = clip.tokenizer([prompt])
+        return F.normalize(clip.model.encode_text(tokens).float(), dim=-1)[0].numpy()
+
+    inst = load_instances(run / "instances.npz")
+    owned = np.bincount(inst.leaf_ind[inst.leaf_ind < inst.num_leaves], minlength=inst.num_leaves)
+    eligible = np.flatnonzero((inst.occu_count >= 2) & (owned > 0))
+    a, b = int(eligible[0]), int(eligible[1])
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((inst.num_leaves, 32)).astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    feats[a], feats[b] = embed("a photo of a chair."), embed("chair")
+    inst.leaf_feat = feats
+    inst.header = {**inst.header, "language_source": f"clip:{TINY_CONVNEXT}:random"}
+    save_instances(run / "instances.npz", inst)
+    return {"run": run, "a": a, "b": b, "checkpoint": tiny_clip_checkpoint, "embed": embed}

@@ -6,7 +6,7 @@ package modules, imported lazily so that ``openins --help`` stays fast.
 
 from __future__ import annotations
 
-import json
+import json as _json
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +15,7 @@ import tyro
 
 from .errors import OpenInsError
 from .perception.preprocess import PreprocessConfig
+from .run.query_config import DEFAULT_PROMPT_TEMPLATE
 
 Preset = Literal["tiny", "small", "default"]
 
@@ -73,7 +74,7 @@ def info(
     scene = load_scene(data, format=format, downscale=downscale)
     summary = scene.summary()
     if json_output:
-        print(json.dumps(summary, indent=2))
+        print(_json.dumps(summary, indent=2))
         return
     _print_summary(summary)
 
@@ -84,9 +85,18 @@ def _print_summary(summary: dict) -> None:
 
     table = Table(title=f"scene {summary['root']}", show_header=False)
     for key, value in summary.items():
-        if key in ("root", "problems", "label_counts"):
+        if key in ("root", "problems", "label_counts", "distortion_coefficients",
+                   "images_undistorted"):
             continue
         table.add_row(key, str(value))
+    names = {"opencv": "k1 k2 p1 p2 k3 k4 k5 k6", "fisheye": "k1 k2 k3 k4"}
+    for g in summary.get("distortion_coefficients") or []:
+        coeffs = " ".join(f"{c:.6g}" for c in g["coeffs"])
+        table.add_row(f"lens {g['model']} ({names[g['model']]})", f"{coeffs}  [{g['frames']} frames]")
+    if summary.get("distortion_coefficients"):
+        table.add_row("undistortion", "openins train / preprocess undistort these images on load "
+                      "(OpenCV, cached in <scene>/undistorted/); --set undistort=false "
+                      "(train) or --no-undistort (preprocess) keeps them")
     if "label_counts" in summary:
         table.add_row("labels (NYU40 id: points)", ", ".join(f"{k}: {v}" for k, v in summary["label_counts"].items()))
     console = Console()
@@ -116,7 +126,36 @@ def demo(
     """
     from .demo import run_demo
 
-    run_demo(out=out, seed=seed, preset=preset, masks=masks)
+    _console().rule(f"openinsgaussian demo: synthetic room '{preset}', seed {seed}")
+    res = run_demo(out=out, seed=seed, preset=preset, masks=masks)
+    _print_demo(res)
+
+
+def _print_demo(res) -> None:
+    _print_eval(res.evaluation)
+    if res.queries is not None:
+        _print_query(res.queries)
+    console = _console()
+    console.print("[bold]where things are:[/bold]")
+    for name, path in res.outputs.items():  # plain lines: a table would cut long paths
+        print(f"  {name}: {path}")
+    summary = ", ".join(
+        f"{k}: mIoU {v['miou']:.3f} / mAcc {v['macc']:.3f}"
+        for k, v in res.evaluation.summary.items()
+        if v["miou"] is not None
+    )
+    times = ", ".join(
+        f"{k} {v['seconds']:.0f}s" for k, v in res.stages.items() if not v.get("skipped")
+    )
+    console.print(
+        f"[bold]ScanNet protocol ({res.evaluation.language_source} language):[/bold] {summary}"
+    )
+    console.print(
+        f"wall time of this call {res.seconds:.0f}s (data {res.data_seconds:.0f}s, training "
+        f"{res.train_seconds:.0f}s)" + (f"; stages when they ran: {times}" if times else "")
+    )
+    print(f'next: openins query {res.run} "chair"   |   openins instances {res.run}   |   '
+          f"openins view {res.run}  (web viewer)")
 
 
 def preprocess(cfg: Annotated["PreprocessConfig", tyro.conf.arg(name="")]) -> None:
@@ -124,10 +163,10 @@ def preprocess(cfg: Annotated["PreprocessConfig", tyro.conf.arg(name="")]) -> No
 
     Resumable: images whose cache entry exists are skipped.
     """
-    from .perception.preprocess import run_preprocess
+    from .api import preprocess as preprocess_scene
 
-    out = run_preprocess(cfg)
-    print(f"cache written to {out}")
+    res = preprocess_scene(cfg.data, config=cfg)
+    print(f"{res.images} image(s) ({res.processed} computed now), cache written to {res.cache}")
 
 
 def encode_text(
@@ -136,7 +175,7 @@ def encode_text(
     model: str = "convnext_base_w",
     pretrained: str = "laion2b_s13b_b82k_augreg",
     checkpoint: Path | None = None,
-    template: str = "{}",
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
     device: str = "auto",
 ) -> None:
     """Write an OpenGaussian-compatible text_features.json for any list of phrases.
@@ -147,12 +186,13 @@ def encode_text(
         model: open_clip model name (ViT-B-16 for the OpenGaussian baseline).
         pretrained: open_clip pretrained tag (laion2b_s34b_b88k for ViT-B-16).
         checkpoint: Local checkpoint file instead of the pretrained tag (also OIG_CLIP_CHECKPOINT).
-        template: Prompt template; "{}" embeds the bare phrase.
+        prompt_template: Prompt template, {} standing for the phrase; the default is the one
+            openins eval / query / view use, so the file scores as they do ("{}": bare phrase).
         device: auto, cpu or cuda.
     """
     from .query.text_features import encode_phrases, write_text_features
 
-    feats = encode_phrases(phrases, model, pretrained, checkpoint, template, device)
+    feats = encode_phrases(phrases, model, pretrained, checkpoint, prompt_template, device)
     write_text_features(out, feats)
     print(f"{len(feats)} phrase(s), {len(next(iter(feats.values())))}-d, written to {out}")
 
@@ -180,6 +220,7 @@ def train(
     stage0_only: bool = False,
     force: bool = False,
     seed: int = 0,
+    undistort: bool = True,
     set: tuple[str, ...] = (),
 ) -> None:
     """Train a scene: preprocessing (if its cache is missing), then stages 0-3.
@@ -193,6 +234,9 @@ def train(
         stage0_only: Train only the photometric 3DGS stage.
         force: Re-run the selected stages even when finished.
         seed: Random seed.
+        undistort: Undistort images of cameras with lens distortion (OpenCV, cached beside the
+            scene); --no-undistort trains on the distorted images with the ideal pinhole (a
+            resumed run keeps its saved setting).
         set: Config overrides as KEY=VALUE, e.g. --set stage1.iterations=200 stage0.iterations=500.
     """
     overrides = _parse_overrides(set)
@@ -204,11 +248,12 @@ def train(
         run_train(data, run, "blender", resume, overrides={"seed": seed, **overrides})
         print(f"run written to {run}")
         return
-    from .train.pipeline import run_pipeline
+    from .api import train as train_scene
 
-    run_pipeline(data, run, preset, resume, stages=["stage0"] if stage0_only else None, force=force,
-                 seed=seed, **overrides)
-    print(f"run written to {run}")
+    res = train_scene(data, run, preset, resume=resume,
+                      stages=["stage0"] if stage0_only else None, force=force,
+                      **{"seed": seed, **({} if undistort else {"undistort": False}), **overrides})
+    print(f"run written to {res.run}" + ("" if res.finished else " (stage 3 not run yet)"))
 
 
 def query(
@@ -216,24 +261,124 @@ def query(
     queries: Annotated[tuple[str, ...], tyro.conf.Positional],
     views: int = 3,
     out: Path | None = None,
+    export_ply: Path | None = None,
+    json: bool = False,
     compat: bool = False,
     min_relevancy: float | None = None,
+    prompt_template: str | None = None,
+    text_features: Path | None = None,
 ) -> None:
     """Find the Gaussians matching each text query; print the matches and render them.
+
+    Writes OUT/query.json (every selection: found, Gaussian ids, leaves, scores, 3D boxes).
 
     Args:
         run: Trained run directory.
         queries: Any text, e.g. "chair" "red mug".
         views: Number of views to render each selection from.
         out: Render folder (default RUN/renders/query).
+        export_ply: Folder for one PLY per query holding only the selected Gaussians.
+        json: Print the selections as JSON (machine readable) instead of the table.
         compat: Reproduce the public code's selection quirks (signed leaf-id test).
-        min_relevancy: Select nothing when the best match's relevancy against generic phrases
-            (object, things, stuff, texture) is not above this; 0.5 skips objects that are
-            likely absent. Default: the run's query.min_relevancy (0: always the best match).
+        min_relevancy: CLIP runs: a query is not found (nothing selected) when the best leaf's
+            relevancy against generic phrases (object, things, stuff, texture) is not above
+            this. Default: the run's query.min_relevancy (0.5; 0: always the best leaf).
+            Oracle runs: a phrase outside the scene's classes is not found.
+        prompt_template: CLIP prompt, {} standing for the phrase (default: the run's,
+            "a photo of a {}.").
+        text_features: Score with this OpenGaussian text_features.json (phrase -> features)
+            instead of the run's text encoder; each query must be one of its keys.
     """
-    from .query.run import run_query
+    from .api import open_run
 
-    run_query(run, list(queries), views, out, compat=compat, min_relevancy=min_relevancy)
+    report = open_run(run).query_report(
+        list(queries), views=views, out=out, export_ply=export_ply, text_features=text_features,
+        prompt_template=prompt_template, min_relevancy=min_relevancy, compat=compat or None,
+    )
+    if json:
+        print(_json.dumps(report.to_json(), indent=2))
+        return
+    _print_query(report)
+    print(f"renders and query.json in {report.out}")
+    if export_ply is not None:
+        print(f"PLYs of the selections in {export_ply}")
+
+
+def _print_query(report) -> None:
+    from rich.table import Table
+
+    side = report.text_side
+    title = f"text queries (language source: {report.language_source}"
+    if side.get("text_features"):
+        title += f", text features {side['text_features']}"
+    elif side.get("prompt_template_applied"):
+        title += f", prompt {side['prompt_template']!r}"
+    table = Table(title=title + ")")
+    for col in ("query", "found", "best leaf", "score", "relevancy", "leaves", "#Gaussians",
+                "box min .. max"):
+        table.add_column(col, justify="left" if col in ("query", "box min .. max") else "right")
+    for sel in report.selections:
+        b = sel.bounds
+        box = "-" if b is None else f"{_vec(b[0])} .. {_vec(b[1])}"
+        table.add_row(
+            sel.text, "yes" if sel.found else "no", _opt(sel.best_leaf), _num(sel.score),
+            _num(sel.relevancy), str(len(sel.leaves)), str(sel.n_gaussians), box,
+        )
+    _console().print(table)
+    for sel in report.selections:
+        if not sel.found:
+            print(f"{sel.text}: not found ({sel.reason})")
+
+
+def instances(
+    run: Annotated[Path, tyro.conf.Positional],
+    vocab: str = "scannet19",
+    k: int = 3,
+    min_views: int | None = None,
+    json: Path | None = None,
+    prompt_template: str | None = None,
+    text_features: Path | None = None,
+) -> None:
+    """The scene inventory: one row per instance (leaf) with its Gaussians, 3D box, top labels
+    and the views it was matched in.
+
+    Args:
+        run: Trained run directory.
+        vocab: Label vocabulary: scannet19, scannet15, scannet10, a text file (one phrase per
+            line) or a text_features.json (its features used as is).
+        k: Labels per instance.
+        min_views: List leaves matched in at least this many views (default: the run's
+            query.min_views_label).
+        json: Also write the inventory to this JSON file.
+        prompt_template: CLIP prompt of the vocabulary (default: the run's).
+        text_features: Embed a phrase vocabulary with this text_features.json (exact keys).
+    """
+    from .api import open_run
+    from .io import write_json
+
+    r = open_run(run)
+    items = r.instances(min_views, text_features=text_features, prompt_template=prompt_template)
+    rows = [i.to_json(vocabulary=vocab, k=k) for i in items]
+    if json is not None:
+        side = r.text_side(text_features=text_features,
+                           prompt_template=prompt_template).describe()
+        write_json(json, {"run": str(r.path), "language_source": r.language_source,
+                          "vocabulary": vocab, **side, "instances": rows})
+    from rich.table import Table
+
+    table = Table(title=f"instances of {r.path} ({len(rows)}; language source "
+                        f"{r.language_source}, vocabulary {vocab})")
+    for col in ("id", "#Gaussians", "box min .. max", f"top-{k} labels", "views"):
+        table.add_column(col, justify="left" if col in ("box min .. max", f"top-{k} labels")
+                         else "right")
+    for row in rows:
+        b = row["bounds"]
+        box = "-" if b is None else f"{_vec(b[0])} .. {_vec(b[1])}"
+        labels = ", ".join(f"{t} {s:.2f}" for t, s in row["labels"])
+        table.add_row(str(row["id"]), str(row["n_gaussians"]), box, labels, str(row["n_views"]))
+    _console().print(table)
+    if json is not None:
+        print(f"inventory written to {json}")
 
 
 def evaluate(
@@ -242,6 +387,8 @@ def evaluate(
     compat: bool = False,
     labels: Path | None = None,
     scene_name: str | None = None,
+    prompt_template: str | None = None,
+    text_features: Path | None = None,
 ) -> None:
     """Evaluate a run with a benchmark protocol and write metrics/<protocol>.json and plots/overlays.
 
@@ -252,10 +399,66 @@ def evaluate(
         compat: Reproduce the public evaluation quirks (METHOD §11.8).
         labels: LeRF: folder of frame_XXXXX.json annotations (label/<scene>/ or the scene's folder).
         scene_name: LeRF: scene name for the query list (default: the run's scene folder name).
+        prompt_template: CLIP prompt, {} standing for the class name / query (default: the
+            run's, "a photo of a {}."); recorded in the metrics JSON.
+        text_features: Score with this OpenGaussian text_features.json as is (the public repos
+            ship one per benchmark); ScanNet class names map to its keys ("showercurtain").
     """
-    from .evaluate.run import run_eval
+    from .api import evaluate as evaluate_run
 
-    run_eval(run, protocol, compat, labels=labels, scene_name=scene_name)
+    res = evaluate_run(run, protocol, labels=labels, scene_name=scene_name, compat=compat,
+                       prompt_template=prompt_template, text_features=text_features)
+    _print_eval(res)
+    print(f"metrics: {res.metrics_path}")
+    if res.plot is not None:
+        print(f"plot: {res.plot}")
+    if res.overlays is not None:
+        print(f"overlays: {res.overlays}")
+
+
+def _print_eval(res) -> None:
+    from rich.table import Table
+
+    side = res.metrics.get("text_features") or (
+        f"prompt {res.metrics.get('prompt_template')!r}"
+        if res.metrics.get("prompt_template_applied") else None
+    )
+    title = (f"{'ScanNet' if res.protocol == 'scannet' else 'LeRF'} protocol, {res.scene} "
+             f"({res.language_source}{', ' + side if side else ''}"
+             f"{', compat' if res.compat else ''})")
+    table = Table(title=title)
+    if res.protocol == "scannet":
+        for col in ("classes", "mIoU", "mAcc", "classes present"):
+            table.add_column(col, justify="right")
+        for name, r in res.summary.items():
+            table.add_row(name, _num(r["miou"], 4), _num(r["macc"], 4),
+                          str(r["classes_present"]))
+    else:
+        for col in ("query", "pairs", "#Gaussians", "mIoU", "mAcc@0.25", "mAcc@0.5"):
+            table.add_column(col, justify="left" if col == "query" else "right")
+        for q, r in res.summary.items():
+            name = "[bold]scene[/bold]" if q == "scene" else q
+            table.add_row(name, str(r["pairs"]), str(r.get("n_gaussians", "")),
+                          _num(r["miou"], 4), _num(r["macc@0.25"], 4), _num(r["macc@0.5"], 4))
+    _console().print(table)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _opt(v: object) -> str:
+    return "-" if v is None else str(v)
+
+
+def _vec(v) -> str:
+    return "(" + ", ".join(f"{float(x):.2f}" for x in v) + ")"
 
 
 def benchmark(
@@ -320,6 +523,7 @@ def view(
     cameras: bool = True,
     camera_images: bool = False,
     min_relevancy: float | None = None,
+    prompt_template: str | None = None,
 ) -> None:
     """Open a trained run in the web viewer (extra `viewer`): splats coloured by instance, a text
     box to query, click to select an instance. Stops with Ctrl-C.
@@ -335,12 +539,14 @@ def view(
         cameras: Show the training cameras.
         camera_images: Show each camera's image in its frustum.
         min_relevancy: Text queries select nothing below this relevancy (as openins query).
+        prompt_template: CLIP prompt of text queries (default: the run's, as openins query).
     """
     from .viewer import ViewerConfig, serve
 
     serve(run, ViewerConfig(host=host, port=port, max_gaussians=max_gaussians,
                             color_mode=color_mode, others=others, show_cameras=cameras,
-                            camera_images=camera_images, min_relevancy=min_relevancy))
+                            camera_images=camera_images, min_relevancy=min_relevancy,
+                            prompt_template=prompt_template))
 
 
 COMMANDS = {
@@ -349,6 +555,7 @@ COMMANDS = {
     "preprocess": preprocess,
     "train": train,
     "query": query,
+    "instances": instances,
     "eval": evaluate,
     "export": export,
     "benchmark": benchmark,

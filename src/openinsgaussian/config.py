@@ -16,7 +16,7 @@ from __future__ import annotations
 from .data.synthetic import SynthConfig
 from .data.synthetic_lerf import LerfLayoutConfig
 from .perception.preprocess import PreprocessConfig
-from .query.run import QueryConfig
+from .run.query_config import QueryConfig
 from .splats.densify import DensifyConfig
 from .train.inputs import InputsConfig
 from .train.pipeline import SCENE_OVERRIDES, PipelineConfig, pipeline_preset

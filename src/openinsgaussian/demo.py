@@ -7,16 +7,20 @@
    everything that finished).
 4. Evaluate with the ScanNet protocol (19 / 15 / 10 classes) and query a few object classes of
    the room, rendering the selections.
-5. Print the mIoU / mAcc table and where the renders, PLY, metrics and plot are.
+5. Return a :class:`DemoResult`: ``openins demo`` prints the mIoU / mAcc table and where the
+   renders, PLY, metrics and plot are.
+
+Every step goes through the library face (:mod:`openinsgaussian.api`), as a user's script would.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .api import EvalResult, QueryReport
 from .errors import ConfigError
 
 
@@ -29,6 +33,25 @@ def _demo_queries(scene: Any, limit: int = 4) -> list[str]:
     return names[:limit]
 
 
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` produced."""
+
+    scene: Path
+    run: Path
+    evaluation: EvalResult
+    """The ScanNet-protocol evaluation."""
+    queries: QueryReport | None
+    """The object queries and their renders (None when the room has no object class)."""
+    outputs: dict[str, Path | None] = field(default_factory=dict)
+    """Where things are: name -> path."""
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``metrics/pipeline.json``: seconds per stage when it ran."""
+    seconds: float = 0.0
+    data_seconds: float = 0.0
+    train_seconds: float = 0.0
+
+
 def run_demo(
     out: Path = Path("outputs/demo"),
     seed: int = 0,
@@ -36,8 +59,8 @@ def run_demo(
     *,
     masks: str = "ground_truth",
     overrides: dict[str, Any] | None = None,
-) -> dict:
-    """Run the demo into ``out``; returns ``{"scene", "run", "metrics", "queries", "seconds"}``.
+) -> DemoResult:
+    """Run the demo into ``out`` (see the module docstring).
 
     ``preset`` is the room size (tiny / small / default); training always uses the ``synthetic``
     pipeline preset, adjusted by ``overrides`` (dotted keys, e.g. for a shorter schedule).
@@ -45,13 +68,9 @@ def run_demo(
     (multi-scale graph segmentation, no learned model); each source gets its own cache folder
     and run directory, so the two results can be compared side by side.
     """
-    from rich.console import Console
-
+    from .api import evaluate, open_run, train
     from .data.load import load_scene
     from .data.synthetic import PRESETS, SynthConfig, generate_room
-    from .evaluate.run import run_eval
-    from .query.run import run_query
-    from .train.pipeline import run_pipeline
 
     if masks not in ("ground_truth", "classical"):
         raise ConfigError(f"unknown demo mask source {masks!r}; choose ground_truth or classical")
@@ -59,63 +78,32 @@ def run_demo(
         raise ConfigError(
             f"unknown synthetic room size {preset!r}; choose one of {', '.join(PRESETS)}"
         )
-    console = Console()
     out = Path(out)
     t0 = time.perf_counter()
-    console.rule(f"openinsgaussian demo: synthetic room '{preset}', seed {seed}")
     scene_dir = generate_room(SynthConfig(out=out / "data", preset=preset, seed=seed))  # type: ignore[arg-type]
     t_data = time.perf_counter() - t0
     run = out / f"run_{preset}_{seed}" if masks == "ground_truth" else out / f"run_{preset}_{seed}_{masks}"
     mask_overrides: dict[str, Any] = {}
     if masks != "ground_truth":
         mask_overrides = {"inputs.masks": masks, "inputs.cache": str(scene_dir / f"language_features_{masks}")}
-    run_pipeline(
-        scene_dir, run, preset="synthetic", resume=True,
-        **{"seed": seed, **mask_overrides, **(overrides or {})},
-    )
+    trained = train(scene_dir, run, "synthetic", resume=True,
+                    **{"seed": seed, **mask_overrides, **(overrides or {})})
     t_train = time.perf_counter() - t0 - t_data
-    metrics = run_eval(run)
-    queries = _demo_queries(load_scene(scene_dir))
-    query = run_query(run, queries, views=2) if queries else {"queries": [], "out": None}
-    seconds = time.perf_counter() - t0
-
-    stages: dict[str, Any] = {}
-    timing = run / "metrics" / "pipeline.json"
-    if timing.is_file():
-        stages = json.loads(timing.read_text()).get("stages", {})
-    rows = [
-        ("scene", scene_dir),
-        ("run", run),
-        ("Gaussians (PLY with leaf ids)", run / "exports" / "point_cloud.ply"),
-        ("instances", run / "instances.npz"),
-        ("metrics", run / "metrics" / "scannet.json"),
-        ("per-class IoU plot", metrics.get("plot")),
-        ("query renders", query.get("out")),
-        ("stage renders", run / "renders"),
-    ]
-    console.print("[bold]where things are:[/bold]")
-    for name, path in rows:  # plain lines: a table would cut long paths
-        print(f"  {name}: {path}")
-    lists = metrics["lists"]
-    summary = ", ".join(
-        f"{k}: mIoU {v['miou']:.3f} / mAcc {v['macc']:.3f}"
-        for k, v in lists.items()
-        if v["miou"] is not None
-    )
-    times = ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in stages.items() if not v.get("skipped"))
-    console.print(
-        f"[bold]ScanNet protocol ({metrics['language_source']} language):[/bold] {summary}"
-    )
-    console.print(
-        f"wall time of this call {seconds:.0f}s (data {t_data:.0f}s, training {t_train:.0f}s)"
-        + (f"; stages when they ran: {times}" if times else "")
-    )
-    print(f'next: openins query {run} "chair"   |   openins view {run}  (web viewer)')
-    return {
-        "scene": str(scene_dir),
-        "run": str(run),
-        "metrics": metrics,
-        "queries": query["queries"],
-        "seconds": seconds,
-        "stages": stages,
+    metrics = evaluate(run)
+    names = _demo_queries(load_scene(scene_dir))
+    report = open_run(run).query_report(names, views=2) if names else None
+    outputs: dict[str, Path | None] = {
+        "scene": scene_dir,
+        "run": run,
+        "Gaussians (PLY with leaf ids)": run / "exports" / "point_cloud.ply",
+        "instances": run / "instances.npz",
+        "metrics": metrics.metrics_path,
+        "per-class IoU plot": metrics.plot,
+        "query renders": None if report is None else report.out,
+        "stage renders": run / "renders",
     }
+    return DemoResult(
+        scene=scene_dir, run=run, evaluation=metrics, queries=report, outputs=outputs,
+        stages=trained.stages, seconds=time.perf_counter() - t0, data_seconds=t_data,
+        train_seconds=t_train,
+    )

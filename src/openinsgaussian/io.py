@@ -17,6 +17,12 @@ from typing import Any, BinaryIO
 import numpy as np
 
 
+def safe_filename(name: str, default: str = "file") -> str:
+    """``name`` with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_`` (a query text
+    or frame name used as a file name); ``default`` when nothing is left."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or default
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temp file next to ``path``; on clean exit fsync and rename it over ``path``."""

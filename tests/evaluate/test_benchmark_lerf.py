@@ -115,7 +115,7 @@ def test_lerf_runner_reports_resumes_and_survives_a_missing_scene(lerf_root, tmp
     assert not changed["reused"]
     assert json.loads((run / "metrics" / "lerf.json").read_text())["min_views"] == 3
     # metrics written with the compat switch are never taken for the benchmark's
-    run_eval(run, "lerf", compat=True, labels=lerf_root / "label", print_table=False)
+    run_eval(run, "lerf", compat=True, labels=lerf_root / "label")
     back = again()
     assert not back["reused"] and back["metrics"] == ok["metrics"]
     assert json.loads((run / "metrics" / "lerf.json").read_text())["compat"] is False

@@ -11,7 +11,7 @@ import pytest
 
 from openinsgaussian.errors import DataError, OpenInsError, RunError
 from openinsgaussian.evaluate.lerf_run import run_eval_lerf
-from openinsgaussian.train.pipeline import load_run
+from openinsgaussian.train.finished import load_run
 
 
 # Two frames (a train and a held-out view) that both show the door and the sink of the seed-0 room.
@@ -52,11 +52,11 @@ def _write_labels(run: Path, folder: Path, frames=FRAMES, scale: dict | None = N
     return folder
 
 
-def test_run_eval_lerf_writes_metrics_overlays_and_prints_the_table(finished, tmp_path, capsys):
+def test_run_eval_lerf_writes_metrics_and_overlays_and_returns_them(finished, tmp_path):
     labels = _write_labels(finished, tmp_path / "label", scale={"000007": 2})
     res = run_eval_lerf(finished, labels)
-    printed = capsys.readouterr().out
-    assert "LeRF protocol" in printed and "mIoU" in printed and "sink" in printed
+    assert res.protocol == "lerf" and set(res.summary) == {*CATEGORIES, "scene"}
+    assert res.overlays == finished / "renders" / "lerf"
     saved = json.loads((finished / "metrics" / "lerf.json").read_text())
     for key in ("seed", "config_hash", "package_version", "language_source", "protocol", "compat"):
         assert key in saved, key
@@ -76,23 +76,43 @@ def test_run_eval_lerf_writes_metrics_overlays_and_prints_the_table(finished, tm
     assert ious[("frame_000000", "door")] == ious[("frame_000007", "door")] == 0.0
     assert saved["miou"] == pytest.approx(np.mean(list(ious.values())))
     assert saved["macc@0.25"] == pytest.approx(np.mean([v > 0.25 for v in ious.values()]))
-    assert res["miou"] == saved["miou"]
+    assert res.summary["scene"]["miou"] == saved["miou"] and res.metrics == saved
+    assert saved["prompt_template"] == "a photo of a {}." and saved["text_features"] is None
     assert len(saved["overlays"]) == 4 and all(Path(p).is_file() for p in saved["overlays"])
     assert all(Path(p).parent == finished / "renders" / "lerf" for p in saved["overlays"])
-    compat = run_eval_lerf(finished, labels, compat=True, print_table=False)
+    compat = run_eval_lerf(finished, labels, compat=True).metrics
     assert compat["compat"] is True and compat["config_hash"] == saved["config_hash"]
+
+
+def test_lerf_queries_are_looked_up_in_a_text_features_file(finished, tmp_path):
+    """The file's "sink" vector is the oracle's "door": the sink query then selects the door
+    leaves, so the file is what scores (and a missing query key is an error naming it)."""
+    from openinsgaussian.perception.oracle import OracleLanguage
+
+    labels = _write_labels(finished, tmp_path / "label")
+    ref = run_eval_lerf(finished, labels).metrics["selections"]
+    oracle = OracleLanguage(load_run(finished).scene)
+    tf = tmp_path / "text_features.json"
+    tf.write_text(json.dumps({"sink": oracle.class_vector("door").tolist(),
+                              "door": oracle.class_vector("door").tolist()}))
+    got = run_eval_lerf(finished, labels, text_features=tf).metrics
+    assert got["selections"]["sink"]["leaves"] == ref["door"]["leaves"] != ref["sink"]["leaves"]
+    assert got["text_features"] == str(tf)
+    tf.write_text(json.dumps({"door": oracle.class_vector("door").tolist()}))
+    with pytest.raises(DataError, match=r"text_features\.json.*'sink'"):
+        run_eval_lerf(finished, labels, text_features=tf)
 
 
 def test_unmatched_frames_missing_labels_and_instances_are_refused(finished, tmp_path):
     labels = _write_labels(finished, tmp_path / "label", frames=("000099",))
     with pytest.raises(DataError, match="do not match the run's cameras") as err:
-        run_eval_lerf(finished, labels, print_table=False)
+        run_eval_lerf(finished, labels)
     assert "frame_000099" in str(err.value) and "000000" in str(err.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(OpenInsError, match="no LeRF label files"):
-        run_eval_lerf(finished, tmp_path / "empty", print_table=False)
+        run_eval_lerf(finished, tmp_path / "empty")
     bare = tmp_path / "bare"
     shutil.copytree(finished, bare)
     (bare / "instances.npz").unlink()
     with pytest.raises(RunError, match="instances.npz"):
-        run_eval_lerf(bare, labels, print_table=False)
+        run_eval_lerf(bare, labels)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from openinsgaussian.errors import BackendError, ConfigError, DataError, RunError
-from openinsgaussian.query.run import run_query
-from openinsgaussian.train.instances_file import load_instances, save_instances
+import openinsgaussian as oig
+from openinsgaussian.run.instances import load_instances, save_instances
 from openinsgaussian.viewer import ViewerConfig, build_viewer, load_viewer_run, serve
 from openinsgaussian.viewer.app import check_listen_address
 
@@ -54,16 +54,17 @@ def test_viewer_query_selects_what_openins_query_selects(finished, tmp_path, vis
         assert viewer.splats.buffer.shape[0] == 3000  # [M, 8] packed splats as sent
         leaf_ind = viewer.data.instances.leaf_ind
         texts = ["bed", "wall"]
-        ref = run_query(finished, texts, views=0, out=tmp_path / "q", print_table=False)
-        for text, row in zip(texts, ref["queries"], strict=True):
+        ref = oig.open_run(finished).query_all(texts)
+        for text, row in zip(texts, ref, strict=True):
             gui.query_text.value = text
             sel = viewer.submit_query()  # what the button does
-            assert sel is not None and sel.best_leaf == row["best_leaf"] is not None
-            assert sel.score == pytest.approx(row["score"], abs=1e-6)
-            np.testing.assert_array_equal(sel.mask, np.isin(leaf_ind, row["leaves"]))
-            assert sel.n_gaussians == row["n_gaussians"] > 0
+            assert sel is not None and sel.best_leaf == row.best_leaf is not None
+            assert sel.score == pytest.approx(row.score, abs=1e-6)
+            np.testing.assert_array_equal(sel.mask, np.isin(leaf_ind, row.leaves))
+            assert sel.n_gaussians == row.n_gaussians > 0
+            np.testing.assert_array_equal(np.flatnonzero(sel.mask), row.gaussian_ids)
             np.testing.assert_array_equal(viewer.selection, sel.mask)
-            assert f"best leaf {row['best_leaf']}" in gui.status.content
+            assert f"best leaf {row.best_leaf}" in gui.status.content
         # the unselected are dimmed in what is sent to the browser
         shown = viewer.selection[viewer.keep]
         sent_alpha = viewer.splats.opacities[:, 0].astype(np.float64) / 255.0
@@ -89,30 +90,43 @@ def test_viewer_query_selects_what_openins_query_selects(finished, tmp_path, vis
 
 def test_viewer_filtered_query_equals_run_query(finished, tmp_path, viser_installed):
     """With the LeRF clean-up on, the viewer still selects exactly what openins query does."""
-    from openinsgaussian.train.pipeline import read_pipeline_config
-    from openinsgaussian.train.run_dir import RunDir
+    from openinsgaussian.query.run import QueryEngine
+    from openinsgaussian.train.finished import load_run
 
-    cfg = replace(read_pipeline_config(RunDir(finished)).query, filter=True, min_count=10)
+    loaded = load_run(finished)
+    cfg = replace(loaded.config.query, filter=True, min_count=10)
     with build_viewer(finished, ViewerConfig(port=0), query=cfg) as viewer:
-        ref = run_query(finished, ["bed"], views=0, out=tmp_path, config=cfg, print_table=False)
+        ref = QueryEngine(loaded, cfg).select(["bed"])[0]
         sel = viewer.query("bed")
-        unfiltered = np.isin(viewer.data.instances.leaf_ind, ref["queries"][0]["leaves"])
-        assert sel.n_gaussians == ref["queries"][0]["n_gaussians"] > 0
+        unfiltered = np.isin(viewer.data.instances.leaf_ind, ref.leaves)
+        assert sel.n_gaussians == ref.n_gaussians > 0
+        np.testing.assert_array_equal(np.flatnonzero(sel.mask), ref.gaussian_ids)
         assert sel.n_gaussians < unfiltered.sum() and not (sel.mask & ~unfiltered).any()
 
 
-def test_min_relevancy_rejects_weak_matches_in_the_panel(finished, tmp_path, viser_installed):
-    with build_viewer(finished, ViewerConfig(port=0, min_relevancy=0.99)) as viewer:
+def test_absent_objects_are_not_found_in_the_panel(finished, tmp_path, viser_installed):
+    """Oracle run: a phrase outside the room's classes selects nothing, as openins query."""
+    with build_viewer(finished, ViewerConfig(port=0)) as viewer:
         wall = viewer.query("wall")  # oracle: the class vector itself, relevancy ~1
-        assert not wall.rejected and wall.relevancy > 0.99 and wall.n_gaussians > 0
+        assert wall.found and wall.relevancy > 0.99 and wall.n_gaussians > 0
         assert "relevancy" in viewer.gui.status.content
         mug = viewer.query("red mug")
-        ref = run_query(finished, ["red mug"], views=0, out=tmp_path, min_relevancy=0.99,
-                        print_table=False)["queries"][0]
-        assert mug.rejected and ref["rejected"] and mug.n_gaussians == 0 == ref["n_gaussians"]
-        assert mug.best_leaf == ref["best_leaf"] is not None
-        assert "no match" in viewer.gui.status.content
+        ref = oig.open_run(finished).query("red mug")
+        assert not mug.found and not ref.found and mug.n_gaussians == 0 == ref.n_gaussians
+        assert mug.best_leaf == ref.best_leaf is not None and mug.reason == ref.reason
+        assert "not found" in viewer.gui.status.content
         assert viewer.selection is not None and not viewer.selection.any()
+
+
+def test_viewer_queries_use_the_prompt_template(clip_run, monkeypatch, viser_installed):
+    """CLIP run: "chair" finds the leaf holding "a photo of a chair." (the shared template);
+    with the bare template the other leaf."""
+    monkeypatch.setenv("OIG_CLIP_CHECKPOINT", str(clip_run["checkpoint"]))
+    with build_viewer(clip_run["run"], ViewerConfig(port=0, device="cpu")) as viewer:
+        assert viewer.query("chair").best_leaf == clip_run["a"]
+    cfg = ViewerConfig(port=0, device="cpu", prompt_template="{}")
+    with build_viewer(clip_run["run"], cfg) as viewer:
+        assert viewer.query("chair").best_leaf == clip_run["b"]
 
 
 def test_click_selects_the_whole_leaf_and_names_the_best_recent_query(finished, viser_installed):

@@ -230,7 +230,8 @@ def _metrics_fresh(job: _Job, protocol: str, preset: str, overrides: dict) -> di
     config this job would run (same hash: seed, every stage, query settings), without the compat
     switch, and (LeRF) against the same annotations."""
     from ..train.pipeline import compose_config
-    from ..train.run_dir import RunDir, config_hash
+    from ..run.directory import RunDir
+    from ..run.serialize import config_hash
 
     run = job.run
     metrics, inst = run / "metrics" / f"{protocol}.json", run / "instances.npz"
@@ -509,12 +510,10 @@ def _train_and_eval(
     run_pipeline(job.data, job.run, preset=preset, resume=True, **ov)
     if protocol == "lerf":
         return (
-            run_eval(
-                job.run, "lerf", labels=job.labels, scene_name=job.scene, print_table=False
-            ),
+            run_eval(job.run, "lerf", labels=job.labels, scene_name=job.scene).metrics,
             False,
         )
-    return run_eval(job.run, print_table=False), False
+    return run_eval(job.run).metrics, False
 
 
 # ---- the runner --------------------------------------------------------------------------------
@@ -562,7 +561,7 @@ def run_benchmark(
     from rich.console import Console
 
     from ..train.pipeline import pipeline_preset, read_pipeline_config, scene_overrides
-    from ..train.run_dir import RunDir
+    from ..run.directory import RunDir
 
     if dataset not in DATASETS:
         raise ConfigError(

@@ -11,8 +11,10 @@ run's train and test frames whose names match the annotated frames. Each (frame,
 pair gets an IoU (missing prediction = 0), summarised as mIoU, mAcc@0.25 and mAcc@0.5.
 
 Writes ``RUN/metrics/lerf.json`` (with the seed, config hash, package version, device, language
-source, protocol name and compat switch) and one overlay per (query, frame) pair in
-``RUN/renders/lerf/`` (TP green, FP red, FN blue over the frame's image), and prints the table.
+source, text side, protocol name and compat switch) and one overlay per (query, frame) pair in
+``RUN/renders/lerf/`` (TP green, FP red, FN blue over the frame's image), and returns an
+:class:`~.result.EvalResult`. The queries are embedded by the run's text side (its prompt
+template) or looked up by exact key in a ``text_features.json``; the best leaf is always taken.
 """
 
 from __future__ import annotations
@@ -34,42 +36,15 @@ from ..data.lerf import (
     read_lerf_labels,
 )
 from ..errors import DataError, RunError
-from ..io import write_json
+from ..io import safe_filename, write_json
 from .lerf import evaluate_lerf_frame, lerf_metrics, save_overlay
+from .result import EvalResult
 from .run import run_metadata
 
 PROTOCOL_NAME = "lerf"
 ALPHA_THRESHOLD = 0.7  # predicted mask = rendered alpha > this (METHOD §6 step 5)
 MAX_SCALE = 0.1  # selection filter: every activated scale below this (METHOD §6 step 4)
 MIN_COUNT = 100  # selection filter: fewer Gaussians render nothing (METHOD §6 step 4)
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "query"
-
-
-def _print_table(result: dict, title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("query", "pairs", "#Gaussians", "mIoU", "mAcc@0.25", "mAcc@0.5"):
-        table.add_column(col, justify="left" if col == "query" else "right")
-    for q, r in result["per_query"].items():
-        n = result["selections"].get(q, {}).get("n_gaussians", 0)
-        table.add_row(
-            q, str(r["pairs"]), str(n), _fmt(r["iou"]), _fmt(r.get("macc@0.25")),
-            _fmt(r.get("macc@0.5")),
-        )
-    table.add_row(
-        "[bold]scene[/bold]", str(result["pairs"]), "", _fmt(result["miou"]),
-        _fmt(result.get("macc@0.25")), _fmt(result.get("macc@0.5")),
-    )
-    Console().print(table)
 
 
 def _match_cameras(
@@ -145,9 +120,10 @@ def run_eval_lerf(
     compat: bool = False,
     raster_mode: RasterMode = "cv2",
     *,
-    print_table: bool = True,
-) -> dict:
-    """Evaluate ``run`` with the LeRF-OVS protocol; returns the metrics dict also written to JSON.
+    prompt_template: str | None = None,
+    text_features: Path | None = None,
+) -> EvalResult:
+    """Evaluate ``run`` with the LeRF-OVS protocol; the metrics are also written to JSON.
 
     Args:
         run: run directory (after stage 3).
@@ -159,14 +135,15 @@ def run_eval_lerf(
         compat: reproduce the public selection's quirks (signed leaf-id test, zeroed rare
             leaves), METHOD §6.
         raster_mode: how GT polygons are rasterised (``cv2`` = OpenCV ``fillPoly``).
+        prompt_template: CLIP prompt (default: the run's ``query.prompt_template``).
+        text_features: score with this OpenGaussian ``text_features.json`` (exact keys).
     """
     from tqdm.auto import tqdm
 
-    from ..query.run import text_encoder
     from ..query.select import filter_selection, gaussian_mask_for_leaves, select_leaves
-    from ..train.pipeline import load_run
-    from ..train.stage0 import prepare_frames
-    from ..train.run_dir import RunDir
+    from ..query.text import text_side
+    from ..run.directory import RunDir
+    from ..train.finished import load_run
 
     rd = RunDir(run)
     if rd.path.is_dir() and not rd.instances.is_file():
@@ -176,12 +153,6 @@ def run_eval_lerf(
         )
     loaded = load_run(run)
     scene, model, inst, cfg = loaded.scene, loaded.model, loaded.instances, loaded.config
-    if inst.num_gaussians != len(model):
-        raise DataError(
-            loaded.run.instances,
-            f"holds leaf ids for {inst.num_gaussians} Gaussians but the model has {len(model)}",
-            "re-run stage 3",
-        )
     name = scene_name or Path(scene.root).name
     try:
         labels = read_lerf_labels(label_dir, name)
@@ -192,7 +163,7 @@ def run_eval_lerf(
     if not labels:
         raise DataError(label_dir, f"no frame_*.json label files for scene {name!r}")
     label_folder = next(iter(labels.values())).path.parent  # where the files were read
-    frames = prepare_frames(scene.train_frames + scene.test_frames, cfg.stage0)
+    frames = loaded.frames
     matched, matched_by = _match_cameras(labels, frames)
     queries = list(LERF_QUERIES.get(name, ()))
     if not queries:
@@ -209,8 +180,11 @@ def run_eval_lerf(
             resized[fr] = {"label": [ann.width, ann.height], "camera": [cam.width, cam.height]}
         gts[fr] = masks
 
-    encode = text_encoder(inst.language_source, inst.dim, scene, cfg.device)
-    text = encode(queries).float()  # [Q, D]
+    side = text_side(
+        inst.language_source, inst.dim, scene=scene, device=cfg.device,
+        prompt_template=prompt_template or cfg.query.prompt_template, text_features=text_features,
+    )
+    text = side.encode(queries).float()  # [Q, D]
     leaf_feat = torch.from_numpy(inst.leaf_feat)  # [L, D]
     occu = torch.from_numpy(inst.occu_count)  # [L]
     leaf_ind = torch.from_numpy(inst.leaf_ind)  # [N]
@@ -253,7 +227,8 @@ def run_eval_lerf(
                 pred = alpha > ALPHA_THRESHOLD  # [H, W] bool
             preds[fr][query] = pred
             if query in gt:
-                p = out_dir / f"{_safe(query)}__{_safe(fr)}.png"
+                stem = f"{safe_filename(query, 'query')}__{safe_filename(fr, 'view')}"
+                p = out_dir / f"{stem}.png"
                 overlays.append(str(save_overlay(images[fr], pred, gt[query], p)))
 
     ious: dict[tuple[str, str], float] = {}
@@ -263,7 +238,7 @@ def run_eval_lerf(
     result = lerf_metrics(ious)
     result.update(
         {
-            **run_metadata(loaded, compat),
+            **run_metadata(loaded, compat, side),
             "scene_name": name,
             "labels": str(label_dir),
             "labels_folder": str(label_folder),
@@ -287,13 +262,33 @@ def run_eval_lerf(
     )
     metrics = loaded.run.metrics_path("lerf")
     write_json(metrics, result)
-    if print_table:
-        _print_table(
-            result,
-            f"LeRF protocol, {name} ({inst.language_source}{', compat' if compat else ''})",
-        )
-        print(f"metrics: {metrics}\noverlays: {out_dir}")
-    return result
+    summary: dict[str, dict[str, float | int | None]] = {
+        q: {
+            "miou": r["iou"],
+            "macc@0.25": r.get("macc@0.25"),
+            "macc@0.5": r.get("macc@0.5"),
+            "pairs": r["pairs"],
+            "n_gaussians": selections.get(q, {}).get("n_gaussians", 0),
+        }
+        for q, r in result["per_query"].items()
+    }
+    summary["scene"] = {
+        "miou": result["miou"],
+        "macc@0.25": result.get("macc@0.25"),
+        "macc@0.5": result.get("macc@0.5"),
+        "pairs": result["pairs"],
+    }
+    return EvalResult(
+        protocol="lerf",
+        run=loaded.run.path,
+        scene=name,
+        metrics_path=metrics,
+        language_source=inst.language_source,
+        compat=compat,
+        summary=summary,
+        metrics=result,
+        overlays=out_dir,
+    )
 
 
 __all__ = ["run_eval_lerf"]

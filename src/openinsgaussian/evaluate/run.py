@@ -6,8 +6,13 @@ the GT label of the scene point it was initialised from. That identity (Gaussian
 holds only when stage 0 kept the initial points frozen; other runs are refused with an error.
 
 Writes ``RUN/metrics/scannet.json`` (with the seed, config hash, package version, device,
-language source and protocol name) and ``RUN/plots/scannet_per_class_iou.png``, and prints the
-mIoU / mAcc table.
+language source, text side (prompt template, text-features file) and protocol name) and
+``RUN/plots/scannet_per_class_iou.png``, and returns an :class:`~.result.EvalResult`.
+
+With ``text_features=FILE`` (an OpenGaussian ``text_features.json``) the class names are looked
+up in the file: by exact key, else by the key naming the same class
+(:func:`~openinsgaussian.data.classes.canonical_class_name`: ``"shower curtain"`` is the public
+files' ``"showercurtain"``); the mapping is recorded in the metrics.
 """
 
 from __future__ import annotations
@@ -23,32 +28,19 @@ from .. import __version__
 from ..errors import ConfigError, DataError, RunError
 from ..io import write_json
 from .plots import plot_per_class_iou
+from .result import EvalResult
 from .scannet import evaluate_scannet
 
 PROTOCOLS = ("scannet", "lerf")
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
-def _print_table(result: dict, title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("classes", "mIoU", "mAcc", "classes present"):
-        table.add_column(col, justify="right")
-    for name, r in result["lists"].items():
-        table.add_row(name, _fmt(r["miou"]), _fmt(r["macc"]), str(len(r["per_class"])))
-    Console().print(table)
-
-
-def run_metadata(loaded: Any, compat: bool) -> dict[str, Any]:
+def run_metadata(loaded: Any, compat: bool, text_side: Any = None) -> dict[str, Any]:
     """What every metrics JSON records to be reproducible: run, scene, seed, config hash, package
-    version, device, host, the language source (so an oracle result is never read as CLIP) and
-    the stage-3 modes. ``loaded`` is a :class:`~openinsgaussian.train.pipeline.LoadedRun`."""
-    from ..train.run_dir import config_hash
+    version, device, host, the language source (so an oracle result is never read as CLIP), the
+    text side (prompt template, text-features file) and the stage-3 modes. ``loaded`` is a
+    :class:`~openinsgaussian.train.finished.LoadedRun`, ``text_side`` a
+    :class:`~openinsgaussian.query.text.TextSide`."""
+    from ..run.serialize import config_hash
 
     inst, cfg = loaded.instances, loaded.config
     return {
@@ -64,7 +56,25 @@ def run_metadata(loaded: Any, compat: bool) -> dict[str, Any]:
         "aggregation": inst.header.get("aggregation"),
         "association": inst.header.get("association"),
         "compat": compat,
+        **(text_side.describe() if text_side is not None else {}),
     }
+
+
+def file_keys(names: list[str], keys: list[str]) -> dict[str, str]:
+    """``{class name: key}`` of a text-features file for the ScanNet class names: the exact key,
+    else the one key with the same canonical name (``"shower curtain"`` -> ``"showercurtain"``);
+    names without a key map to themselves (looking them up then names the file and the name)."""
+    from ..data.classes import canonical_class_name
+
+    by_canon: dict[str, list[str]] = {}
+    for k in keys:
+        by_canon.setdefault(canonical_class_name(k), []).append(k)
+    out = {}
+    keyset = set(keys)
+    for n in names:
+        hits = by_canon.get(canonical_class_name(n), [])
+        out[n] = n if n in keyset else hits[0] if len(hits) == 1 else n
+    return out
 
 
 def run_eval(
@@ -74,19 +84,22 @@ def run_eval(
     *,
     labels: Path | None = None,
     scene_name: str | None = None,
-    print_table: bool = True,
-) -> dict:
-    """Evaluate ``run`` with ``protocol``; returns the metrics dict also written to JSON.
+    prompt_template: str | None = None,
+    text_features: Path | None = None,
+) -> EvalResult:
+    """Evaluate ``run`` with ``protocol``; the metrics are also written to ``RUN/metrics/``.
 
     ``scannet``: per-point labels (METHOD §7.1). ``lerf``: text selection rendered to 2D masks
     against the LeRF-OVS annotations in ``labels`` (METHOD §7.2, :mod:`.lerf_run`).
     ``compat=True`` reproduces the public evaluation's quirks (ScanNet: leaves seen in fewer than
     2 views take the first class, never-assigned Gaussians inherit the last leaf; LeRF: the signed
-    leaf-id test), METHOD §11.8.
+    leaf-id test), METHOD §11.8. ``prompt_template`` replaces the run's (``query.prompt_template``)
+    for a CLIP text side; ``text_features`` scores with an OpenGaussian ``text_features.json``
+    as is. Both protocols always take the best leaf (no found test).
     """
     from ..query.relevance import label_gaussians
-    from ..query.run import text_encoder
-    from ..train.pipeline import load_run
+    from ..query.text import FileTextSide, text_side
+    from ..train.finished import load_run
 
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; supported: {', '.join(PROTOCOLS)}")
@@ -95,7 +108,8 @@ def run_eval(
             raise ConfigError("the LeRF protocol needs the annotation folder (--labels DIR)")
         from .lerf_run import run_eval_lerf
 
-        return run_eval_lerf(run, labels, scene_name, compat, print_table=print_table)
+        return run_eval_lerf(run, labels, scene_name, compat, prompt_template=prompt_template,
+                             text_features=text_features)
     loaded = load_run(run)
     scene, model, inst, cfg = loaded.scene, loaded.model, loaded.instances, loaded.config
     if scene.point_labels is None:
@@ -118,24 +132,27 @@ def run_eval(
             "identity "
             "of the ScanNet protocol does not hold"
         )
-    if inst.num_gaussians != len(model):
-        raise DataError(
-            loaded.run.instances,
-            f"holds leaf ids for {inst.num_gaussians} Gaussians but the model has {len(model)}",
-            "re-run stage 3",
-        )
-    encode = text_encoder(inst.language_source, inst.dim, scene, cfg.device)
+    side = text_side(
+        inst.language_source, inst.dim, scene=scene, device=cfg.device,
+        prompt_template=prompt_template or cfg.query.prompt_template, text_features=text_features,
+    )
     leaf_feat = torch.from_numpy(inst.leaf_feat)
     occu = torch.from_numpy(inst.occu_count)
     leaf_ind = torch.from_numpy(inst.leaf_ind)
+    keys: dict[str, str] = {}
 
     def predict(names: list[str]) -> torch.Tensor:
+        if isinstance(side, FileTextSide):
+            mapping = file_keys(names, side.keys)
+            keys.update(mapping)
+            names = [mapping[n] for n in names]
         return label_gaussians(
-            encode(names).float(), leaf_feat, occu, leaf_ind, cfg.query.min_views_label, compat
+            side.encode(names).float(), leaf_feat, occu, leaf_ind, cfg.query.min_views_label,
+            compat,
         )
 
     meta = {
-        **run_metadata(loaded, compat),
+        **run_metadata(loaded, compat, side),
         "min_views": cfg.query.min_views_label,
         "preset": cfg.preset,
         "gaussians_never_assigned": int((inst.leaf_ind >= inst.num_leaves).sum()),
@@ -144,18 +161,27 @@ def run_eval(
     result = evaluate_scannet(
         predict, np.asarray(scene.point_labels), model.opacities.detach().cpu(), meta=meta
     )
+    if keys:
+        result["text_feature_keys"] = keys
     plot = plot_per_class_iou(
         result,
         loaded.run.plots / "scannet_per_class_iou.png",
         title=f"{Path(scene.root).name} ({inst.language_source})",
     )
     result["plot"] = str(plot)
-    write_json(loaded.run.metrics_path("scannet"), result)
-    if print_table:
-        _print_table(
-            result,
-            f"ScanNet protocol, {Path(scene.root).name} ({inst.language_source}"
-            f"{', compat' if compat else ''})",
-        )
-        print(f"metrics: {loaded.run.metrics_path('scannet')}\nplot: {plot}")
-    return result
+    metrics = loaded.run.metrics_path("scannet")
+    write_json(metrics, result)
+    return EvalResult(
+        protocol="scannet",
+        run=loaded.run.path,
+        scene=Path(scene.root).name,
+        metrics_path=metrics,
+        language_source=inst.language_source,
+        compat=compat,
+        summary={
+            name: {"miou": r["miou"], "macc": r["macc"], "classes_present": len(r["per_class"])}
+            for name, r in result["lists"].items()
+        },
+        metrics=result,
+        plot=plot,
+    )

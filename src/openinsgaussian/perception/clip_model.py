@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ModelLoadError
+from ..run.query_config import DEFAULT_PROMPT_TEMPLATE
 from . import resolve_device
 from .tvcompat import import_open_clip
 
@@ -186,7 +187,7 @@ class ClipModel:
 
     # ---- encoders ---------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_text(self, texts: list[str], template: str = "a photo of a {}.") -> torch.Tensor:
+    def encode_text(self, texts: list[str], template: str = DEFAULT_PROMPT_TEMPLATE) -> torch.Tensor:
         """``[n, D]`` L2-normalised text embeddings of ``template.format(t)``."""
         prompts = [template.format(t) for t in texts]
         out = []

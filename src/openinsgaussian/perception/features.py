@@ -241,5 +241,6 @@ class ClipLanguage:
         return feats[inverse.to(feats.device)].cpu().numpy().astype(np.float32)
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        """``[n, D]`` float32 L2-normalised text embeddings (prompt "a photo of a {}.")."""
+        """``[n, D]`` float32 L2-normalised text embeddings (the default prompt template,
+        :data:`~openinsgaussian.run.query_config.DEFAULT_PROMPT_TEMPLATE`)."""
         return self.clip.encode_text(list(texts)).cpu().numpy().astype(np.float32)

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..data.scene import Frame, Scene
 from ..errors import ConfigError, DataError
-from ..evaluate.scannet import NYU40_NAMES, canonical_class_name
+from ..data.classes import NYU40_NAMES, canonical_class_name
 
 
 def stable_seed(*parts: object) -> int:
@@ -139,6 +139,16 @@ class OracleLanguage:
         if len(found) < 2:
             found = {canonical_class_name(n): n for n in NYU40_NAMES.values()}
         return [found[k] for k in sorted(found)]
+
+    def scene_vocabulary(self) -> frozenset[str]:
+        """Canonical names of the classes present in the scene (its instances and labelled
+        points): the only phrases whose objects the scene can hold. Empty when it has no labels."""
+        names = {canonical_class_name(str(cls)) for cls, nyu in self.scene.instance_classes.values()
+                 if int(nyu) > 0}
+        if self.scene.point_labels is not None:
+            names |= {canonical_class_name(self.class_name(int(i)))
+                      for i in np.unique(np.asarray(self.scene.point_labels)) if int(i) > 0}
+        return frozenset(names)
 
     def class_name(self, nyu40_id: int) -> str:
         """Class name of an NYU40 id (``"nyu40 class <id>"`` for ids outside the table)."""

@@ -15,13 +15,22 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import write_json
+from ..run.query_config import DEFAULT_PROMPT_TEMPLATE
 
 
 def encode_phrases(phrases: list[str], model: str, pretrained: str, checkpoint: Path | None = None,
-                   template: str = "{}", device: str = "auto") -> dict[str, list[float]]:
-    """Embed ``phrases`` with the open_clip text tower; returns ``{phrase: [D floats]}``."""
+                   template: str = DEFAULT_PROMPT_TEMPLATE,
+                   device: str = "auto") -> dict[str, list[float]]:
+    """Embed ``phrases`` with the open_clip text tower; returns ``{phrase: [D floats]}``.
+
+    ``template`` is the prompt of the text side (the default is the one ``openins eval`` and
+    ``openins query`` use, so a file written here scores exactly as those commands do).
+    """
     from ..perception import resolve_device
     from ..perception.clip_model import ClipModel
+    from .text import check_prompt_template
+
+    check_prompt_template(template)
 
     clean = [p.strip() for p in phrases if p.strip()]
     if not clean:

@@ -260,6 +260,16 @@ class GaussianModel:
             self.params[k].requires_grad_(flag)
         return self
 
+    def subset(self, index: Tensor) -> GaussianModel:
+        """A new model (detached copies, no gradients) of the Gaussians ``index [S]`` (int ids or
+        an ``[N]`` bool mask), with the same SH degrees: e.g. one selected object."""
+        idx = index.to(self.device)
+        params = {k: p.detach()[idx] for k, p in self.params.items()}
+        out = GaussianModel(params, sh_degree=self.sh_degree, active_sh_degree=self.active_sh_degree)
+        for p in out.params.values():
+            p.requires_grad_(False)
+        return out
+
     def to(self, device: torch.device | str) -> GaussianModel:
         for k, p in list(self.params.items()):
             self.params[k] = nn.Parameter(p.detach().to(device), requires_grad=p.requires_grad)

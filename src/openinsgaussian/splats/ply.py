@@ -48,10 +48,10 @@ def gaussians_to_columns(model: GaussianModel, instance_id: np.ndarray | None = 
         cols[a] = xyz[:, i]
     for a in ("nx", "ny", "nz"):
         cols[a] = np.zeros(n, dtype=f32)
-    dc = p["sh0"].transpose(1, 2).reshape(n, -1).numpy().astype(f32)  # [N,3]
+    dc = p["sh0"].transpose(1, 2).reshape(n, 3).numpy().astype(f32)  # [N,3]
     for i in range(dc.shape[1]):
         cols[f"f_dc_{i}"] = dc[:, i]
-    rest = p["shN"].transpose(1, 2).reshape(n, -1).numpy().astype(f32)  # [N,3*(K-1)], channel-major
+    rest = p["shN"].transpose(1, 2).reshape(n, 3 * p["shN"].shape[1]).numpy().astype(f32)  # [N,3*(K-1)], channel-major
     for i in range(rest.shape[1]):
         cols[f"f_rest_{i}"] = rest[:, i]
     cols["opacity"] = p["opacities"].numpy().astype(f32)

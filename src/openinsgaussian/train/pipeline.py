@@ -23,22 +23,21 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from ..data.scene import Frame, Scene
 from ..errors import ConfigError, RunError
 from ..instances.codebook import CodebookConfig, TwoLevelCodebook
-from .instances_file import Instances, load_instances
 from ..io import write_json
-from ..query.run import QueryConfig
+from ..run.checkpoints import list_checkpoints, load_latest_checkpoint
+from ..run.directory import STAGES, RunDir
+from ..run.query_config import QueryConfig
+from ..run.serialize import apply_overrides, dataclass_to_dict, dict_to_dataclass
 from ..splats.gaussians import GaussianModel
-from .checkpoint import list_checkpoints, load_latest_checkpoint
 from .inputs import InputsConfig, TrainingInputs, load_training_inputs
-from .run_dir import STAGES, RunDir, apply_overrides, dataclass_to_dict, dict_to_dataclass
 from .stage0 import Stage0Config, prepare_frames, resolve_device, stage0_preset, train_stage0
 from .stage1 import Stage1Config, stage1_done, train_stage1
 from .stage2 import CODEBOOK_FILE, Stage2Config, load_codebook, stage2_done, train_stage2
@@ -68,6 +67,11 @@ class PipelineConfig:
     threads: int = 0
     """CPU threads for torch (0: torch's default). On a busy or small machine 1 is often fastest for
     the CPU rasteriser, which parallelises inside one render."""
+    undistort: bool = True
+    """Cameras with lens distortion (COLMAP OPENCV / FULL_OPENCV / OPENCV_FISHEYE, nerfstudio
+    k1..p2): train on images undistorted with OpenCV (cached once in ``<scene>/undistorted/``,
+    new pinhole intrinsics). False keeps the distorted images with the ideal pinhole (the
+    behaviour before undistortion existed; a warning says the geometry is then off)."""
     inputs: InputsConfig = field(default_factory=InputsConfig)
     """Masks and language features (SAM level, cache folder, sources used to build the cache)."""
     stage0: Stage0Config = field(default_factory=Stage0Config)
@@ -180,8 +184,60 @@ def pipeline_preset(name: str, scene: str | None = None) -> PipelineConfig:
     raise ConfigError(f"unknown pipeline preset {name!r}; choose one of {', '.join(PRESETS)}")
 
 
+#: Stage fields that follow a top-level field of :class:`PipelineConfig` (``resolve_config``
+#: copies the top-level value over them), so they cannot be set on their own.
+DERIVED_FIELDS: dict[str, str] = {
+    "stage0.seed": "seed",
+    "stage0.device": "device",
+    "stage0.backend": "backend",
+    "stage0.progress": "progress",
+    "stage1.progress": "progress",
+    "stage2.progress": "progress",
+    "stage3.progress": "progress",
+    "stage2.codebook.seed": "seed",
+}
+
+
+def _field(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def check_derived_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> None:
+    """Refuse an override of a derived stage field (:data:`DERIVED_FIELDS`) whose value differs
+    from the top-level field it follows: it would be overwritten by :func:`resolve_config`.
+
+    ``cfg`` is the config with the overrides applied; ``overrides`` uses dotted keys.
+    """
+    for key in overrides:
+        top = DERIVED_FIELDS.get(key)
+        if top is not None and _field(cfg, key) != getattr(cfg, top):
+            raise ConfigError(
+                f"override '{key}={overrides[key]!r}': {key} follows the top-level '{top}' "
+                f"({getattr(cfg, top)!r}) of the pipeline config; set {top} instead "
+                f"(e.g. --set {top}={overrides[key]!r}, or --{top} for openins train)"
+            )
+
+
+def check_derived_fields(cfg: PipelineConfig) -> None:
+    """Refuse a config object whose derived stage fields were set apart from their top-level
+    field: each must equal the top-level value or keep its default (then it is filled in)."""
+    for key, top in DERIVED_FIELDS.items():
+        section, _, name = key.rpartition(".")
+        owner = _field(cfg, section)
+        default = {f.name: f for f in fields(owner)}[name].default
+        value = getattr(owner, name)
+        if value != getattr(cfg, top) and value != default:
+            raise ConfigError(
+                f"pipeline config: {key} = {value!r} but the top-level '{top}' is "
+                f"{getattr(cfg, top)!r}; {key} follows '{top}', so set {top} instead"
+            )
+
+
 def resolve_config(cfg: PipelineConfig) -> PipelineConfig:
-    """Copy with the top-level seed / device / backend / progress pushed into the stage configs."""
+    """Copy with the top-level seed / device / backend / progress pushed into the stage configs
+    (the fields of :data:`DERIVED_FIELDS`)."""
     cb = replace(cfg.stage2.codebook, seed=cfg.seed)
     return replace(
         cfg,
@@ -264,23 +320,7 @@ def _check_resume_changes(
             )
 
 
-# ---- loading a finished run (query / eval / viewer) ---------------------------------------------
-@dataclass
-class LoadedRun:
-    """Everything a finished run provides to the query and evaluation commands."""
-
-    run: RunDir
-    config: PipelineConfig
-    scene: Scene
-    model: GaussianModel  # newest Gaussians (CPU)
-    instances: Instances
-
-    @property
-    def eval_frames(self) -> list[Frame]:
-        """Test frames (train frames when there are none) at the training resolution."""
-        return prepare_frames(self.scene.test_frames or self.scene.train_frames, self.config.stage0)
-
-
+# ---- the saved config ------------------------------------------------------------------------
 def read_pipeline_config(run: RunDir) -> PipelineConfig:
     data = run.read_config()
     if SECTION not in data:
@@ -289,28 +329,6 @@ def read_pipeline_config(run: RunDir) -> PipelineConfig:
             "`openins train`?"
         )
     return dict_to_dataclass(PipelineConfig, data[SECTION], where=f"{run.config_path}:{SECTION}")
-
-
-def load_run(run: Path | str, device: torch.device | str = "cpu") -> LoadedRun:
-    """Config, scene, newest model and ``instances.npz`` of a finished run."""
-    from ..data.load import load_scene
-    from .checkpoint import latest_model_state
-
-    rd = RunDir(run)
-    if not rd.path.is_dir():
-        raise RunError(f"{rd.path}: run directory not found")
-    cfg = read_pipeline_config(rd)
-    data = rd.read_config().get("data")
-    if not data:
-        raise RunError(f"{rd.config_path}: no 'data' entry naming the scene folder")
-    scene = load_scene(Path(data))
-    _, ck = latest_model_state(rd, map_location=device)
-    model = GaussianModel.from_state_dict(ck["model"], device=device)
-    for p in model.params.values():
-        p.requires_grad_(False)
-    return LoadedRun(
-        run=rd, config=cfg, scene=scene, model=model, instances=load_instances(rd.instances)
-    )
 
 
 # ---- the chain ----------------------------------------------------------------------------------
@@ -330,15 +348,18 @@ def compose_config(
     """
     saved = read_pipeline_config(run) if run.read_config().get(SECTION) is not None else None
     if config is not None:
+        check_derived_fields(config)
         base = config
     elif saved is not None and resume:
         base = saved
     else:
         # the folder's own name (not a symlink's target) selects the per-scene exceptions
         base = pipeline_preset(preset, scene=Path(os.path.abspath(data)).name)
-    cfg = resolve_config(
-        apply_overrides(base, _normalise_overrides(overrides)) if overrides else base
-    )
+    if overrides:
+        dotted = _normalise_overrides(overrides)
+        base = apply_overrides(base, dotted)
+        check_derived_overrides(base, dotted)
+    cfg = resolve_config(base)
     if saved is not None:
         cfg = resolve_config(replace(cfg, progress=saved.progress))
     return cfg, saved
@@ -414,7 +435,7 @@ def run_pipeline(
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    scene = load_scene(Path(data))
+    scene = load_scene(Path(data), undistort=cfg.undistort, progress=cfg.progress)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     frames = prepare_frames(scene.train_frames, cfg.stage0)
@@ -503,10 +524,9 @@ def run_pipeline(
 
 
 __all__ = [
+    "DERIVED_FIELDS",
     "PRESETS",
-    "LoadedRun",
     "PipelineConfig",
-    "load_run",
     "load_stage_model",
     "pipeline_preset",
     "read_pipeline_config",

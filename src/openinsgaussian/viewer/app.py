@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import BackendError, ConfigError, OpenInsError
-from ..query.run import QueryConfig
+from ..run.query_config import QueryConfig
 from .colors import highlight, instance_colors
 from .data import LeafInfo, QuerySelection, TextSelector, ViewerRun, leaf_info, load_viewer_run
 from .geometry import pick_along_ray, splat_covariances, subsample_indices, up_direction
@@ -73,6 +73,9 @@ class ViewerConfig:
     min_relevancy: float | None = None
     """Text queries select nothing when the best leaf's canonical-phrase relevancy is not above
     this (None: the run's ``query.min_relevancy``), as ``openins query --min-relevancy``."""
+    prompt_template: str | None = None
+    """CLIP prompt of text queries (None: the run's ``query.prompt_template``), as
+    ``openins query --prompt-template``."""
 
 
 @dataclass
@@ -215,21 +218,17 @@ class Viewer:
                 self.set_status(
                     f"**{sel.text}**: no leaf matched in at least {q.min_views_select} views"
                 )
-            elif sel.rejected:
+            elif not sel.found:
                 self.set_status(
-                    f"**{sel.text}**: no match: the best leaf {sel.best_leaf} has relevancy "
-                    f"{sel.relevancy or 0.0:.3f}, not above {self.selector.query.min_relevancy:g}"
+                    f"**{sel.text}**: not found: {sel.reason} (best leaf {sel.best_leaf}, "
+                    f"relevancy {sel.relevancy or 0.0:.3f})"
                 )
             else:
                 extra = "" if shown == sel.n_gaussians else f" ({shown:,} shown)"
                 leaves = ", ".join(str(x) for x in sel.leaves.tolist())
-                weak = ""
-                calibrated = not self.selector.language_source.startswith("oracle")
-                if calibrated and sel.relevancy is not None and sel.relevancy <= 0.5:
-                    weak = " (weak: maybe absent)"
                 self.set_status(
                     f"**{sel.text}**: best leaf {sel.best_leaf} (cosine {sel.score or 0.0:.3f}, "
-                    f"relevancy {sel.relevancy or 0.0:.3f}{weak}); {len(sel.leaves)} leaves "
+                    f"relevancy {sel.relevancy or 0.0:.3f}); {len(sel.leaves)} leaves "
                     f"[{leaves}]; "
                     f"{sel.n_gaussians:,} Gaussians{extra}"
                 )
@@ -541,8 +540,12 @@ def build_viewer(
     selector, problem = None, data.instances_problem
     if data.instances is not None:
         try:
-            if query is None and cfg.min_relevancy is not None:
-                query = replace(data.config.query, min_relevancy=cfg.min_relevancy)
+            if query is None and (cfg.min_relevancy, cfg.prompt_template) != (None, None):
+                query = data.config.query
+                if cfg.min_relevancy is not None:
+                    query = replace(query, min_relevancy=cfg.min_relevancy)
+                if cfg.prompt_template is not None:
+                    query = replace(query, prompt_template=cfg.prompt_template)
             selector = TextSelector.from_run(data, query=query, device=cfg.device)
         except OpenInsError as e:
             problem = str(e)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,15 +22,13 @@ from torch import Tensor
 
 from ..data.scene import Scene
 from ..errors import ConfigError, DataError, OpenInsError, RunError
-from ..query.run import QueryConfig
-from ..train.instances_file import Instances
+from ..query.text import TextSide
+from ..run.directory import RunDir
+from ..run.instances import Instances
+from ..run.query_config import QueryConfig
 from ..train.pipeline import PipelineConfig
-from ..train.run_dir import RunDir
 
 log = logging.getLogger(__name__)
-
-TextEncoder = Callable[[list[str]], Tensor]
-
 
 @dataclass
 class ViewerRun:
@@ -63,11 +60,11 @@ def load_viewer_run(run: Path | str) -> ViewerRun:
             ``point_cloud.ply``) are missing.
         DataError: ``instances.npz`` is unreadable or does not match the Gaussians.
     """
-    from ..data.load import load_scene
     from ..render.sh import sh_to_rgb
+    from ..run.checkpoints import latest_model_state
+    from ..run.instances import load_instances
     from ..splats.gaussians import GaussianModel
-    from ..train.checkpoint import latest_model_state
-    from ..train.instances_file import load_instances
+    from ..train.finished import load_scene_of_run
     from ..train.pipeline import read_pipeline_config
 
     rd = RunDir(run)
@@ -106,14 +103,12 @@ def load_viewer_run(run: Path | str) -> ViewerRun:
             rgb=np.ascontiguousarray(rgb),
         )
 
-    data = rd.read_config().get("data")
-    if not data:
+    try:
+        out.scene = load_scene_of_run(rd, cfg)
+    except RunError:
         out.scene_problem = f"{rd.config_path} names no scene folder"
-    else:
-        try:
-            out.scene = load_scene(Path(data))
-        except OpenInsError as e:
-            out.scene_problem = f"scene folder not readable ({e})"
+    except OpenInsError as e:
+        out.scene_problem = f"scene folder not readable ({e})"
     if out.scene_problem:
         log.warning("%s: %s; no cameras shown", rd.path, out.scene_problem)
 
@@ -146,7 +141,13 @@ class QuerySelection:
     score: float | None  # cosine of the best leaf
     mask: np.ndarray  # [N] bool selected Gaussians
     relevancy: float | None = None  # canonical-phrase relevancy of the best leaf
-    rejected: bool = False  # below the query config's min_relevancy: nothing selected
+    found: bool = True  # False: nothing matches (openins query's found test); nothing selected
+    reason: str | None = None  # why not found
+
+    @property
+    def rejected(self) -> bool:
+        """A best leaf exists but the found test turned it down."""
+        return self.best_leaf is not None and not self.found
 
     @property
     def n_gaussians(self) -> int:
@@ -174,15 +175,15 @@ class LeafInfo:
 class TextSelector:
     """Text -> selected Gaussians with the selection of ``openins query``; recent-query memory.
 
-    Build it with :meth:`from_run`; ``encode`` is the run's text side
-    (:func:`openinsgaussian.query.run.text_encoder`).
+    Build it with :meth:`from_run`; ``side`` is the run's text side
+    (:func:`openinsgaussian.query.text.text_side`, with the query config's prompt template).
     """
 
     instances: Instances
     means: Tensor  # [N, 3]
     scales: Tensor  # [N, 3]
     query: QueryConfig
-    encode: TextEncoder
+    side: TextSide
     language_source: str = ""
     max_recent: int = 8
     recent: deque[tuple[str, Tensor]] = field(default_factory=deque)  # (text, [D] feature)
@@ -190,7 +191,6 @@ class TextSelector:
     def __post_init__(self) -> None:
         inst = self.instances
         self._leaf_feat = torch.from_numpy(inst.leaf_feat)  # [L, D]
-        self._canon: Tensor | None = None  # [C, D] canonical phrases, encoded on first use
 
     @classmethod
     def from_run(
@@ -202,7 +202,7 @@ class TextSelector:
             RunError: the run has no instances. ConfigError: its language source needs the scene
             (oracle) and the scene could not be read, or is unknown.
         """
-        from ..query.run import text_encoder
+        from ..query.text import text_side
 
         if vr.instances is None:
             raise RunError(vr.instances_problem or f"{vr.run.instances}: not found")
@@ -213,13 +213,15 @@ class TextSelector:
                 f"{vr.run.path}: text queries with the oracle language source need the scene "
                 f"folder, but {vr.scene_problem}"
             )
-        encode = text_encoder(src, inst.dim, vr.scene, device or vr.config.device)
+        query = query or vr.config.query
+        side = text_side(src, inst.dim, scene=vr.scene, device=device or vr.config.device,
+                         prompt_template=query.prompt_template)
         return cls(
             instances=inst,
             means=torch.from_numpy(vr.means),
             scales=torch.from_numpy(vr.scales),
-            query=query or vr.config.query,
-            encode=encode,
+            query=query,
+            side=side,
             language_source=src,
         )
 
@@ -228,26 +230,23 @@ class TextSelector:
         for t, f in self.recent:
             if t == text:
                 return f
-        return self.encode([text]).float()[0]
+        return self.side.encode([text]).float()[0]
 
     def _remember(self, text: str, feat: Tensor) -> None:
         self.recent = deque(((t, f) for t, f in self.recent if t != text), maxlen=self.max_recent)
         self.recent.appendleft((text, feat))
 
     def select(self, text: str) -> QuerySelection:
-        """Selected leaves and Gaussians for ``text``: :func:`~openinsgaussian.query.run.
+        """Selected leaves and Gaussians for ``text``: :func:`~openinsgaussian.query.selection.
         select_for_text`, the selection of ``openins query``."""
-        from ..query.relevance import CANONICAL_PHRASES
-        from ..query.run import select_for_text
+        from ..query.selection import select_for_text
 
         text = str(text).strip()
         if not text:
             raise ConfigError("type a text query first, e.g. chair")
         feat = self._text_feature(text)  # [D]
-        if self._canon is None:
-            self._canon = self.encode(list(CANONICAL_PHRASES)).float()  # [C, D]
         sel = select_for_text(feat, self.instances, self.means, self.scales, self.query,
-                              self._canon)
+                              self.side.canonical(), in_vocabulary=self.side.in_vocabulary(text))
         self._remember(text, feat)
         return QuerySelection(
             text=text,
@@ -256,7 +255,8 @@ class TextSelector:
             score=sel.score,
             mask=sel.mask.cpu().numpy().astype(bool),
             relevancy=sel.relevancy,
-            rejected=sel.rejected,
+            found=sel.found,
+            reason=sel.reason,
         )
 
     def best_recent_query(self, leaf: int) -> tuple[str, float] | None:
