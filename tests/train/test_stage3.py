@@ -198,6 +198,7 @@ def test_stage3_refuses_pseudo_labels_of_other_masks(trained, tmp_path):
     swapped = v.mask_ids.clone()
     swapped[v.mask_ids == a], swapped[v.mask_ids == b] = b, a
     other = replace(inputs, views=[ViewInputs(v.name, swapped, v.lang)] + inputs.views[1:])
+    fine = Stage3Config(progress=False, pseudo="fine_stage")
     with pytest.raises(RunError, match="other masks"):
-        train_stage3(model, cb, other, run, Stage3Config(progress=False), out=tmp_path / "x.npz")
+        train_stage3(model, cb, other, run, fine, out=tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()

@@ -9,7 +9,7 @@ its own resolution with nearest-neighbour sampling.
 
 Resumable: frames whose entry exists are skipped. ``<out>/preprocess.json`` records the
 configuration signature (mask source and settings, language source, mode, alpha, dimension,
-resolution rule); it is written with ``"complete": false`` before the first new entry and
+resolution rule, mask painting order); it is written with ``"complete": false`` before the first new entry and
 rewritten with per-image mask counts when all frames are done. A cache made with a different
 signature is never mixed with new entries (ConfigError; ``--overwrite`` rebuilds it).
 """
@@ -97,6 +97,10 @@ class PreprocessConfig:
     """Torch device for SAM and CLIP: auto, cpu, cuda, cuda:1, ..."""
     max_height: int = 1080
     """Taller images are first resized to this height (LangSplat); the cache is at that size."""
+    paint_order: Literal["sam", "area"] = "sam"
+    """How overlapping masks of a level are painted into the id map: "sam" = the mask generator's
+    order, later masks over earlier ones (LangSplat); "area" = largest first, so small masks stay
+    on top. Recorded in the cache signature."""
     overwrite: bool = False
     """Recompute every entry and replace a cache made with another configuration."""
     progress: bool = True
@@ -138,7 +142,10 @@ def language_settings(cfg: PreprocessConfig) -> dict[str, Any]:
 
 def signature(cfg: PreprocessConfig) -> dict[str, Any]:
     """Everything that changes the cache's content; equal signatures may share a cache."""
+    if cfg.paint_order not in ("sam", "area"):
+        raise ConfigError(f"paint_order must be 'sam' or 'area', got {cfg.paint_order!r}")
     return {"layout": CACHE_LAYOUT, "levels": list(LEVELS), "max_height": int(cfg.max_height),
+            "paint_order": cfg.paint_order,
             "masks": {"source": cfg.masks, **_jsonable(mask_settings(cfg))},
             "language": _jsonable(language_settings(cfg))}
 
@@ -326,6 +333,6 @@ def _process_frame(frame: Frame, out: Path, cfg: PreprocessConfig, masks_fn: Any
     stacked = np.concatenate(levels, 0) if sum(counts) else np.zeros((0, *image.shape[:2]), bool)
     feats = _as_features(language(image, stacked, frame), len(stacked), frame, str(language.name))
     splits = np.split(feats, np.cumsum(counts)[:-1])
-    orders = write_entry(out, frame.name, levels, splits)
+    orders = write_entry(out, frame.name, levels, splits, cfg.paint_order)
     return {"counts": [int(len(o)) for o in orders],
             "size": [int(image.shape[1]), int(image.shape[0])]}

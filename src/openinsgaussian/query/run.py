@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -50,6 +50,11 @@ class QueryConfig:
     """Filter: Gaussians with any scale above this are dropped."""
     min_count: int = 100
     """Filter: selections with fewer Gaussians render nothing."""
+    outlier_rule: Literal["all_distances", "per_point"] = "all_distances"
+    """Filter: the outlier threshold is mean + std of all n*K squared KNN distances (the public
+    code) or of the n per-point means (standard statistical outlier removal)."""
+    min_after_filter: int = 10
+    """Filter: fewer Gaussians left after the outlier removal render nothing (the code: 10)."""
     compat: bool = False
     """Reproduce the public code's quirks (signed leaf-id test, zeroed rare leaves)."""
     min_relevancy: float = 0.0
@@ -121,7 +126,15 @@ def select_for_text(
         leaves = leaves[:0]
     mask = gaussian_mask_for_leaves(leaf_ind, leaves)  # [N]
     if cfg.filter and not rejected:
-        mask = filter_selection(means, scales, mask, cfg.max_scale, cfg.min_count)
+        mask = filter_selection(
+            means,
+            scales,
+            mask,
+            cfg.max_scale,
+            cfg.min_count,
+            outlier_rule=cfg.outlier_rule,
+            min_after=cfg.min_after_filter,
+        )
     return TextSelection(leaves, mask, best, score, relevancy, rejected)
 
 
