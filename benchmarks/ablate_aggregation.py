@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                     stage2=cfg.stage2,
                 )
                 m3 = json.loads(rd.metrics_path("stage3").read_text())
-                res = run_eval(run, print_table=False)
+                res = run_eval(run).metrics
                 row = {
                     "features": label,
                     "association": association,
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=cfg.seed,
         stage2=cfg.stage2,
     )
-    run_eval(run, print_table=False)
+    run_eval(run).metrics
 
     def pick(feat: str, assoc: str, agg: str) -> dict:
         return next(

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     run_pipeline(room, run, "synthetic", **overrides)
     t_train = time.perf_counter() - t1
     t2 = time.perf_counter()
-    res = run_eval(run, print_table=True)
+    res = run_eval(run).metrics
     t_eval = time.perf_counter() - t2
     rd = RunDir(run)
     stages = json.loads(rd.metrics_path("pipeline").read_text())["stages"]

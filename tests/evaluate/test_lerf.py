@@ -38,7 +38,7 @@ def test_mask_iou_hand_computed():
     assert mask_iou(~gt, gt) == 0.0
     assert mask_iou(None, gt) == 0.0  # missing prediction
     empty = np.zeros((3, 4), bool)
-    assert mask_iou(empty, empty) == 1.0  # empty union
+    assert mask_iou(empty, empty) == 0.0  # empty union: the protocol value (code: calculate_iou)
     assert mask_iou(None, empty) == 0.0
     # uint8 0/255 masks and a [1, H, W] torch tensor (rendered alpha > 0.7) are accepted
     assert mask_iou(pred.astype(np.uint8) * 255, gt) == pytest.approx(2 / 6)

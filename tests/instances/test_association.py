@@ -37,6 +37,16 @@ def test_association_score_by_hand():
     assert m.match_idx.tolist() == [0] and m.match_score.tolist() == [0.0] and not m.matched.any()
 
 
+def test_acceptance_threshold_is_a_strict_02():
+    from openinsgaussian.instances.association import SCORE_THRESH
+    from openinsgaussian.train.stage3 import Stage3Config
+
+    assert SCORE_THRESH == Stage3Config().score_thresh == 0.2
+    scores = torch.tensor([[0.0, 0.2, 0.1], [0.0, 0.05, 0.2001]])
+    m = pick_matches(scores)  # the default threshold
+    assert m.matched.tolist() == [False, True] and m.match_idx.tolist() == [0, 2]
+
+
 def _crafted_view():
     """H=4, W=6 view with leaves 0 (6 px), 3 (6 px), 7 (7 px) of L=10 and pseudo masks 1..3."""
     leaf_map = torch.tensor(

@@ -123,3 +123,70 @@ def test_codebook_misuse_errors():
         cb.quantize_coarse(torch.zeros(3, 6))
     with pytest.raises(ConfigError):
         cb.init_fine(torch.zeros(3, 6))
+
+
+def _blobs(n_blobs=30, per=40, seed=0):
+    """Gaussians in well separated feature blobs spread over the scene (positions on a line)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(n_blobs, 6, generator=g) * 4.0
+    f = centres.repeat_interleave(per, 0) + 0.02 * torch.randn(n_blobs * per, 6, generator=g)
+    xyz = torch.arange(n_blobs).repeat_interleave(per).float()[:, None] * torch.tensor([1.0, 0, 0])
+    return f, xyz
+
+
+def _fine_leaves(empty: str, seed: int = 0) -> tuple[TwoLevelCodebook, int]:
+    f, xyz = _blobs(seed=seed)
+    cfg = CodebookConfig(k1=6, k2=5, pos_weight=1.0, fine_every=50, root_every=100,
+                         empty_clusters=empty, seed=seed)  # type: ignore[arg-type]
+    cb = TwoLevelCodebook(cfg)
+    cb.coarse_step(f, xyz, 1, 0)
+    cb.init_fine(f, torch.full((6,), 5))
+    for root in range(6):
+        cb.fine_step(f, 1 + root * 100, 0)
+    return cb, int(torch.unique(cb.leaf_ids[cb.leaf_ids < cfg.num_leaves]).numel())
+
+
+def test_zero_rule_keeps_fewer_live_leaves_than_reseeding():
+    """Leaf centres start at Gaussians of the whole scene, so most of a root's slots lie far from
+    its Gaussians; under the code's rule they die (METHOD §4.2: about half the live leaves)."""
+    live_zero = [_fine_leaves("zero", s)[1] for s in range(3)]
+    live_reseed = [_fine_leaves("reseed", s)[1] for s in range(3)]
+    assert all(z < r for z, r in zip(live_zero, live_reseed, strict=True))
+    cb, _ = _fine_leaves("zero")
+    dead = torch.ones(30, dtype=torch.bool)
+    dead[torch.unique(cb.leaf_ids[cb.leaf_ids < 30])] = False
+    assert (cb.leaf_centers[:30][dead] == 0).all()  # dead slots sit at the origin
+
+
+def test_fine_init_draws_distinct_gaussians_and_zeroes_unused_slots():
+    f = torch.arange(40, dtype=torch.float32)[:, None].repeat(1, 6)  # Gaussian i has feature i
+    xyz = torch.zeros(40, 3)
+    cb = TwoLevelCodebook(CodebookConfig(k1=2, k2=5, fine_every=50, root_every=100))
+    cb.coarse_step(f, xyz, 1, 0)
+    cb.init_fine(f, torch.tensor([1, 1]))  # leaf_k = 2 of 5 slots per root
+    rows = cb.leaf_centers[:, 0]
+    assert torch.unique(rows).numel() == 11  # k1*k2 + 1 distinct Gaussians (randperm)
+    cb.fine_step(f, 1, 0)  # root 0, re-assign: its slots 2..4 are zeroed as in the code
+    assert (cb.leaf_centers[2:5] == 0).all() and (cb.leaf_centers[5:] != 0).any()
+    reseed = TwoLevelCodebook(CodebookConfig(k1=2, k2=5, empty_clusters="reseed"))
+    reseed.coarse_step(f, xyz, 1, 0)
+    reseed.init_fine(f, torch.tensor([1, 1]))
+    kept = reseed.leaf_centers[2:5].clone()
+    reseed.fine_step(f, 1, 0)
+    assert torch.equal(reseed.leaf_centers[2:5], kept)  # our rule leaves unused slots alone
+
+
+def test_occurrence_flags_are_part_of_the_codebook_state():
+    f, xyz = _scene()
+    cfg = CodebookConfig(k1=2, k2=3)
+    cb = TwoLevelCodebook(cfg)
+    cb.coarse_step(f, xyz, 1, 0)
+    occ = torch.tensor([[True, False], [False, True], [True, True]])
+    cb.init_fine(f, torch.tensor([2, 2]), occ)
+    back = TwoLevelCodebook(cfg)
+    back.load_state_dict(cb.state_dict())
+    assert torch.equal(back.occurrence, occ)
+    with pytest.raises(DataError, match="occurrence"):
+        cb.init_fine(f, torch.tensor([2, 2]), torch.ones(3, 5, dtype=torch.bool))
+    with pytest.raises(ConfigError, match="empty_clusters"):
+        CodebookConfig(empty_clusters="drop")  # type: ignore[arg-type]

@@ -87,3 +87,40 @@ def test_kmeans_rejects_bad_arguments():
         kmeans(torch.zeros(0, 2), 2)
     with pytest.raises(DataError):
         kmeans(torch.zeros(3, 2), 2, init_centers=torch.zeros(3, 2))
+
+
+# ---- the public code's empty-cluster rule (METHOD §4.2) ------------------------------------------
+from openinsgaussian.instances.kmeans import code_counts  # noqa: E402
+
+
+def test_code_counts_add_one_guard_per_chunk():
+    """labels [0, 0, 1], k = 3, chunks of 2 rows: N // 2 + 1 = 2 chunks ([0, 0] and [1]), each
+    adding its counts + 1e-6 to the initial guard 1e-6: [2 + 3e-6, 1 + 3e-6, 3e-6]."""
+    labels = torch.tensor([0, 0, 1])
+    got = code_counts(labels, 3, torch.full((3,), 1e-6), chunk_rows=2)
+    expect = torch.tensor([2 + 3e-6, 1 + 3e-6, 3e-6], dtype=torch.float32)
+    torch.testing.assert_close(got, expect, rtol=0, atol=3e-7)  # float32 ulp at 2: 2.4e-7
+    assert float(got[2]) == pytest.approx(3e-6, rel=1e-5)  # an empty cluster: guards only
+    one = code_counts(labels, 3, torch.full((3,), 1e-6), chunk_rows=None)  # fine level: 1 chunk
+    torch.testing.assert_close(one, torch.tensor([2 + 2e-6, 1 + 2e-6, 2e-6]), rtol=0, atol=3e-7)
+    assert float(one[2]) == pytest.approx(2e-6, rel=1e-5)
+
+
+def test_zero_rule_collapses_an_empty_cluster_to_the_origin_where_it_captures_points():
+    """x = 0, 1, 10, 11 (1-D), centres 0.5, 10.5, 50: cluster 2 gets no point. The code divides its
+    zero sum by the guard -> centre 0, which then owns the point at 0 in the final assignment
+    (distance 0 < 0.5); the re-seeding rule instead moves cluster 2 onto the farthest point."""
+    x = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+    init = torch.tensor([[0.5], [10.5], [50.0]])
+    zero = kmeans(x, 3, iters=1, init_centers=init, empty="zero", code_chunk_rows=10_000)
+    c = 1.0 / (2 + 2e-6)  # sums over counts + guards (1 chunk, guard 1e-6 + 1e-6)
+    torch.testing.assert_close(
+        zero.centers, torch.tensor([[c], [21 * c], [0.0]]), rtol=1e-7, atol=0
+    )
+    assert zero.labels.tolist() == [2, 0, 1, 1]
+    # re-seeding moves point 0 (farthest from its centre, lowest index on ties) into cluster 2,
+    # and cluster 0 is re-averaged over the point 1 alone
+    reseed = kmeans(x, 3, iters=1, init_centers=init, empty="reseed")
+    assert reseed.labels.tolist() == [2, 0, 1, 1] and float(reseed.centers[0, 0]) == 1.0
+    with pytest.raises(Exception, match="empty-cluster"):
+        kmeans(x, 3, iters=1, init_centers=init, empty="drop")  # type: ignore[arg-type]

@@ -27,8 +27,28 @@ FA, FB, FC, FD, FE = (np.full(3, v, np.float32) for v in (1, 2, 3, 4, 5))
 def entry(tmp_path):
     levels = [np.stack([A, B]), C[None], np.zeros((0, 4, 4), bool), np.stack([E, D])]
     feats = [np.stack([FA, FB]), FC[None], np.zeros((0, 3), np.float32), np.stack([FE, FD])]
-    orders = write_entry(tmp_path, "img", levels, feats)
+    orders = write_entry(tmp_path, "img", levels, feats, paint_order="area")
     return tmp_path, orders
+
+
+def test_sam_paint_order_keeps_generator_order_and_hidden_masks(tmp_path):
+    """LangSplat paints in SAM's order: a later mask covers an earlier one, whose id and feature
+    row stay (the reader then returns it as an empty plane, as the public one-hot does)."""
+    levels = [np.stack([A, B]), C[None], np.zeros((0, 4, 4), bool), np.stack([E, D])]
+    feats = [np.stack([FA, FB]), FC[None], np.zeros((0, 3), np.float32), np.stack([FE, FD])]
+    orders = write_entry(tmp_path, "img", levels, feats)  # default: "sam"
+    assert [o.tolist() for o in orders] == [[0, 1], [0], [], [0, 1]]
+    seg = np.load(entry_paths(tmp_path, "img")[0])
+    np.testing.assert_array_equal(seg[3], np.full((4, 4), 4.0))  # D (id 4) painted over E (id 3)
+    masks, rows = read_level(tmp_path, "img", 3)
+    assert masks.shape == (2, 4, 4) and not masks[0].any() and masks[1].all()
+    np.testing.assert_array_equal(rows[:, 0], [5, 4])  # E's row is kept beside its hidden mask
+    # the same masks painted by area put the small E on top
+    write_entry(tmp_path, "area", levels, feats, paint_order="area")
+    seg = np.load(entry_paths(tmp_path, "area")[0])
+    assert seg[3, 3, 0] == 4 and seg[3, 0, 0] == 3  # E (now id 4) over D (id 3)
+    with pytest.raises(ValueError, match="paint_order"):
+        write_entry(tmp_path, "bad", levels, feats, paint_order="score")  # type: ignore[arg-type]
 
 
 def test_written_ids_and_rows(entry):

@@ -49,6 +49,15 @@ def test_grid_masks_bilinear_and_small_mask_fallback():
     assert g[0].tolist() == [[1, 0], [0, 0]]
 
 
+def test_grid_threshold_is_any_bilinear_weight_above_zero():
+    """64 -> 2 cells samples at pixel 15.5: a mask ending at pixel 15 in both axes has bilinear
+    value 0.25 there; ``> 0`` (FC-CLIP) keeps the cell, a 0.5 threshold would drop it."""
+    m = torch.zeros(1, 64, 64, dtype=torch.bool)
+    m[0, :16, :16] = True  # weight 0.25 at the centre sample of cell (0, 0)
+    m[0, :32, 32:] = True  # all of cell (0, 1): the mask is not empty on the grid, no fallback
+    assert grid_masks(m, (2, 2), (64, 64))[0].tolist() == [[1, 1], [0, 0]]
+
+
 def test_context_feature_is_masked_average_then_projection(tiny_clip):
     """Eq. 6–7 by hand: average the dense map over the mask's cells, project, normalise."""
     image = blocks_image(64, 64)

@@ -74,3 +74,42 @@ def test_empty_inputs_and_empty_masks():
 def test_shape_errors():
     with pytest.raises(ValueError):
         mask_nms(np.zeros((2, 4, 4), bool), np.zeros(3))
+
+
+# ---- the constants of the rule (LangSplat's values) ----------------------------------------------
+def test_containment_ratio_085_is_inclusive():
+    """A worse 100 px mask with exactly 85 px inside a better 1600 px one (ri = 0.053 < 0.5) is
+    dropped (``rj >= 0.85``); with 84 px inside it survives."""
+    big = np.zeros((40, 41), bool)
+    big[:, 1:] = True  # columns 1..40
+    m85 = np.zeros((40, 41), bool)
+    m85[:15, 0] = True  # 15 px outside big
+    m85[:17, 1:6] = True  # 85 px inside
+    m84 = np.zeros((40, 41), bool)
+    m84[:16, 0] = True  # 16 px outside
+    m84[:12, 1:8] = True  # 84 px inside
+    assert m85.sum() == m84.sum() == 100
+    assert mask_nms(np.stack([big, m85]), np.array([0.9, 0.8])).tolist() == [0]
+    assert mask_nms(np.stack([big, m84]), np.array([0.9, 0.8])).tolist() == [0, 1]
+
+
+def test_score_threshold_is_strict():
+    masks = np.stack([_rect(30, 30, 0, 5, 6 * k, 6 * k + 5) for k in range(4)])  # disjoint
+    # 0.7 exactly fails "score > 0.7"; the others pass
+    assert mask_nms(masks, np.array([0.9, 0.7, 0.8, 0.71])).tolist() == [0, 2, 3]
+
+
+def test_lower_containment_criterion_includes_the_first_superdiagonal():
+    """``tril(inner, diagonal=1)``: a worse mask inside the mask ranked just above it also fails
+    ``keep_inner_l`` (with ``diagonal=0`` only better masks inside worse ones would count)."""
+    from openinsgaussian.perception.mask_nms import containment_keep
+
+    big = _rect(20, 20, 0, 20, 0, 20)  # rank 0, 400 px
+    part = _rect(20, 20, 0, 5, 0, 8)  # rank 1, 40 px inside big: inner[0, 1] = 0.9
+    other = _rect(20, 20, 10, 20, 10, 20)  # rank 2, 100 px: inside big too, but 2 ranks below
+    masks = torch.from_numpy(np.stack([big, part, other]))
+    inter = pairwise_intersections(masks)
+    area = inter.diagonal()
+    keep_u, keep_l = containment_keep(inter, area, 0.5)
+    assert keep_u.tolist() == [True, False, False]  # every mask inside a better one
+    assert keep_l.tolist() == [True, False, True]  # only the super-diagonal pair (0, 1)

@@ -67,10 +67,42 @@ def test_filter_selection_scale_count_and_outliers():
     k = int(np.floor(np.sqrt(len(idx))))
     d2 = np.sort(cdist(pts, pts) ** 2, axis=1)[:, :k]  # includes the point itself
     score = d2.mean(1)
+    # the public rule: threshold over all n*K squared distances
     expect = np.zeros(153, dtype=bool)
-    expect[idx[score < score.mean() + score.std(ddof=1)]] = True
+    expect[idx[score < d2.mean() + d2.reshape(-1).std(ddof=1)]] = True
     assert keep.numpy().tolist() == expect.tolist()
     assert keep.sum() > 120  # most inliers survive
+    # the per-point rule: threshold over the n per-point means
+    per_point = filter_selection(means, scales, mask, outlier_rule="per_point")
+    expect_pp = np.zeros(153, dtype=bool)
+    expect_pp[idx[score < score.mean() + score.std(ddof=1)]] = True
+    assert per_point.numpy().tolist() == expect_pp.tolist()
 
     # fewer than min_count after the scale filter -> nothing
     assert not filter_selection(means, scales, mask, min_count=200).any()
+
+
+def test_filter_selection_rules_differ_on_a_hand_computed_set():
+    """Four points on a line, K = 2 (self first): squared distances d = [[0,1],[0,1],[0,1],[0,16]].
+
+    Per-point means [0.5, 0.5, 0.5, 8]: mean 2.375, unbiased std 3.75 -> threshold 6.125, the far
+    point goes. All n*K entries: mean 2.375, unbiased std sqrt((4*2.375^2 + 3*1.375^2 +
+    13.625^2)/7) = 5.5275 -> threshold 7.9025, the far point (8) still goes; with outlier_std 1.2
+    the all-distances threshold is 9.008 and keeps it while the per-point one (6.875) does not.
+    """
+    means = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0], [6.0, 0, 0]])
+    scales = torch.full((4, 3), 0.01)
+    mask = torch.ones(4, dtype=torch.bool)
+    kw = dict(min_count=1, min_after=1)
+    # the middle points' nearest neighbour is at distance 1 either side: d = [0, 1] for 0, 1, 2
+    assert filter_selection(means, scales, mask, **kw).tolist() == [True, True, True, False]
+    loose_all = filter_selection(means, scales, mask, outlier_std=1.2, **kw)
+    loose_pp = filter_selection(means, scales, mask, outlier_std=1.2, outlier_rule="per_point", **kw)
+    assert loose_all.tolist() == [True, True, True, True]
+    assert loose_pp.tolist() == [True, True, True, False]
+    # too few survivors render nothing (the code's "fewer than 10")
+    assert not filter_selection(means, scales, mask, min_count=1).any()
+    # only Gaussians visible in the view take part (and count towards min_count)
+    vis = torch.tensor([True, True, True, False])
+    assert filter_selection(means, scales, mask, min_count=4, min_after=1).any()
+    assert not filter_selection(means, scales, mask, visible=vis, min_count=4, min_after=1).any()

@@ -41,6 +41,18 @@ def test_resize_ids_nearest_samples_pixel_centres():
     assert resize_ids_nearest(ids, 2, 2) is ids
 
 
+def test_resize_ids_stride_is_the_public_subsampling():
+    """The public loader takes ``sam_mask[:, ::s, ::s]``: rows/cols 0, 2 of a 4x4 map at s = 2,
+    and ceil(5 / 2) = 3 rows of a 5-row map; other ratios fall back to pixel centres."""
+    big = np.arange(16).reshape(4, 4)
+    np.testing.assert_array_equal(resize_ids_nearest(big, 2, 2, "stride"), [[0, 2], [8, 10]])
+    odd = np.arange(20).reshape(5, 4)
+    np.testing.assert_array_equal(resize_ids_nearest(odd, 2, 3, "stride"), odd[::2, ::2])
+    np.testing.assert_array_equal(
+        resize_ids_nearest(big, 3, 4, "stride"), resize_ids_nearest(big, 3, 4, "centre")
+    )
+
+
 def test_masks_to_id_map():
     m = np.zeros((2, 2, 3), bool)
     m[0, 0, :2] = True
@@ -51,7 +63,7 @@ def test_masks_to_id_map():
 
 def test_cache_is_built_with_gt_masks_and_oracle_and_resized_to_training_cameras(room):
     scene = load_scene(room)
-    cfg = InputsConfig(level=0)
+    cfg = InputsConfig(level=0, mask_resize="centre")  # as the frames resize their instance maps
     frames = prepare_frames(scene.train_frames, Stage0Config(downscale=2.0))
     with pytest.raises(RunError, match="openins preprocess"):
         load_training_inputs(scene, frames, cfg, progress=False, build=False)

@@ -100,3 +100,29 @@ def test_interrupted_stage1_resumes_to_the_same_features(setup, tmp_path):
     resumed = _model(state)  # fresh stage-0 model: the features come from the checkpoint
     train_stage1(resumed, inputs, tmp_path / "b", CFG, seed=3, resume=True)
     assert torch.equal(resumed.ins_feat, full.ins_feat)
+
+
+def test_masks_without_pixels_stay_in_the_losses_as_the_code_keeps_them(setup):
+    """A mask hidden by later ones (or lost by the resize) is an all-False plane: the code's one-hot
+    keeps it, so its zero mean takes part in L_c and it counts in the L_s average."""
+    from openinsgaussian.train.inputs import ViewInputs
+
+    state, inputs = setup
+    model = _model(state)
+    v = inputs.views[0]
+    hidden = ViewInputs(v.name, v.mask_ids, torch.cat([v.lang, v.lang[:1]]))  # mask m+1: no pixel
+    view = replace(inputs, frames=inputs.frames[:1], views=[hidden])
+    geom = FrozenGeometry(model)
+    out = geom.render(to_render_space(model.ins_feat.detach()), inputs.frames[0].camera)
+    masks = hidden.masks()
+    assert not masks[-1].any()
+    sil = out.alpha[0] > 0.7
+    keep_ref = instance_loss(out.image, masks, sil, 0, 0.1)
+    drop_ref = instance_loss(out.image, masks[:-1], sil, 0, 0.1)
+    keep = instance_loss_over_views(model, view, Stage1Config(progress=False))
+    drop = instance_loss_over_views(model, view, Stage1Config(progress=False, keep_empty_masks=False))
+    assert keep["loss"] == pytest.approx(float(keep_ref.total), rel=1e-6)
+    assert drop["loss"] == pytest.approx(float(drop_ref.total), rel=1e-6)
+    m = masks.shape[0]  # L_s: the empty mask adds a zero term to the mean over m masks
+    assert keep["L_s"] == pytest.approx(drop["L_s"] * (m - 1) / m, rel=1e-5)
+    assert keep["L_c"] != pytest.approx(drop["L_c"], rel=1e-3)

@@ -139,3 +139,88 @@ def test_interrupted_stage2_resumes_exactly(setup, tmp_path):
     )
     assert torch.equal(cb.leaf_ids, full.leaf_ids) and torch.equal(cb.coarse_ids, full.coarse_ids)
     assert torch.equal(model.ins_feat, full_model.ins_feat)
+
+
+# ---- the occurrence gate (the public code's bClusterOccur, METHOD §4.2) ---------------------------
+def test_occurrence_flags_need_visible_small_gaussians_and_a_matching_mask(setup, tmp_path):
+    from openinsgaussian.train.stage2 import build_pseudo, count_objects
+
+    state, inputs = setup
+    model = GaussianModel.from_state_dict(state)
+    model, cb = train_stage2(model, inputs, tmp_path, CFG, seed=0)
+    occ = cb.occurrence
+    assert occ is not None and occ.shape == (len(inputs), CB.k1) and occ.any() and not occ.all()
+    back = load_codebook(tmp_path / CODEBOOK_FILE, CB)
+    assert torch.equal(back.occurrence, occ)
+    # recompute the pass and check the visibility rule view by view
+    geom = FrozenGeometry(model)
+    pseudo = build_pseudo(geom, model.ins_feat, inputs, CFG)
+    counts, again = count_objects(geom, model.ins_feat, cb.coarse_ids, inputs, pseudo, CFG)
+    assert again.shape == occ.shape and counts.min() >= 1
+    small = (geom.scales < CFG.k2_max_scale).all(1)
+    for v in range(len(inputs)):
+        vis = geom.visible(inputs.frames[v].camera)
+        n = torch.bincount(cb.coarse_ids[vis & small], minlength=CB.k1)
+        assert bool((n[again[v]] >= CFG.k2_min_gaussians).all())  # present -> >= 20 visible
+
+
+def test_fine_stage_gives_no_loss_where_the_root_was_flagged_absent(setup, tmp_path, monkeypatch):
+    from openinsgaussian.train import stage2 as s2
+
+    real = s2.count_objects
+
+    def absent_everywhere(*a, **k):
+        counts, occ = real(*a, **k)
+        return counts, torch.zeros_like(occ)
+
+    monkeypatch.setattr(s2, "count_objects", absent_everywhere)
+    state, inputs = setup
+    cfg = replace(CFG, save_renders=0)
+    _, cb = train_stage2(GaussianModel.from_state_dict(state), inputs, tmp_path / "gate", cfg)
+    gated = json.loads(RunDir(tmp_path / "gate").metrics_path("stage2").read_text())
+    assert gated["fine_steps_without_loss"] == cfg.fine_iterations  # every fine step skipped
+    assert gated["ema_loss_fine"] is None
+    off = replace(cfg, occurrence_gate=False)
+    train_stage2(GaussianModel.from_state_dict(state), inputs, tmp_path / "off", off)
+    free = json.loads(RunDir(tmp_path / "off").metrics_path("stage2").read_text())
+    assert free["fine_steps_without_loss"] < cfg.fine_iterations and free["ema_loss_fine"] > 0
+
+
+def test_phase_losses_learning_rates_rescale_and_silhouette(setup, tmp_path, monkeypatch):
+    """The code's per-phase settings: coarse L1 at lr 1e-4, fine MSE at lr 1e-3, L_p on pixels with
+    alpha > 0.7, and a random rescale of the scales in about half the renders."""
+    from openinsgaussian.train import stage2 as s2
+
+    calls: list[tuple[str, float, float]] = []  # (kind, lr, selected pixels / alpha > 0.7 pixels)
+    factors: list[float | None] = []
+    real_loss, real_render = s2.pseudo_feature_loss, FrozenGeometry.render
+    real_init = torch.optim.Adam.__init__
+    last: dict = {}
+
+    def init(self, params, *a, **k):  # remember the optimiser so the loss can read its lr
+        real_init(self, params, *a, **k)
+        last["opt"] = self
+
+    def loss(rendered, pseudo, sil, kind="l1"):
+        lr = last["opt"].param_groups[0]["lr"]
+        calls.append((kind, lr, float(sil.sum()) / max(1.0, float((last["a"] > 0.7).sum()))))
+        return real_loss(rendered, pseudo, sil, kind)
+
+    def render(self, feats, camera, **kw):
+        out = real_render(self, feats, camera, **kw)
+        if feats.requires_grad:  # the training renders (not the pseudo-label or k2 passes)
+            factors.append(kw.get("scale_factor"))
+            last["a"] = out.alpha[0].detach()
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "__init__", init)
+    monkeypatch.setattr(s2, "pseudo_feature_loss", loss)
+    monkeypatch.setattr(FrozenGeometry, "render", render)
+    state, inputs = setup
+    train_stage2(GaussianModel.from_state_dict(state), inputs, tmp_path, replace(CFG, save_renders=0))
+    kinds = {(k, lr) for k, lr, _ in calls}
+    assert kinds == {("l1", 1e-4), ("mse", 1e-3)}
+    assert all(frac == pytest.approx(1.0) for _, _, frac in calls)  # sil == alpha > 0.7
+    rescaled = sum(f is not None for f in factors) / len(factors)
+    assert 0.35 < rescaled < 0.65, rescaled
+    assert all(0.0 <= f < 1.0 for f in factors if f is not None)

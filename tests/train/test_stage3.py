@@ -198,6 +198,41 @@ def test_stage3_refuses_pseudo_labels_of_other_masks(trained, tmp_path):
     swapped = v.mask_ids.clone()
     swapped[v.mask_ids == a], swapped[v.mask_ids == b] = b, a
     other = replace(inputs, views=[ViewInputs(v.name, swapped, v.lang)] + inputs.views[1:])
+    fine = Stage3Config(progress=False, pseudo="fine_stage")
     with pytest.raises(RunError, match="other masks"):
-        train_stage3(model, cb, other, run, Stage3Config(progress=False), out=tmp_path / "x.npz")
+        train_stage3(model, cb, other, run, fine, out=tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_occurrence_gate_keeps_leaves_of_absent_roots_unmatched(trained, tmp_path):
+    run, model, cb, inputs = trained
+    assert cb.occurrence is not None
+    cfg = Stage3Config(progress=False, association="per_leaf")
+    on = train_stage3(model, cb, inputs, run, cfg, out=tmp_path / "on.npz", write_metrics=False)
+    off = train_stage3(
+        model, cb, inputs, run, replace(cfg, occurrence_gate=False), out=tmp_path / "off.npz",
+        write_metrics=False,
+    )
+    # a leaf is matched in a view only where its root is present (match table [L, V, 3])
+    roots = torch.arange(cb.cfg.num_leaves) // cb.cfg.k2
+    present = cb.occurrence.T[roots].numpy()  # [L, V]
+    assert not (on.match_info[..., 2].astype(bool) & ~present).any()
+    assert (off.match_info[..., 2].astype(bool) & ~present).any()  # the gate removed matches
+    assert on.occu_count.sum() < off.occu_count.sum()
+    for mode in ("per_leaf", "one_pass"):  # every root absent: nothing matched in either mode
+        saved = cb.occurrence
+        cb.occurrence = torch.zeros_like(saved)
+        try:
+            inst = train_stage3(
+                model, cb, inputs, run, replace(cfg, association=mode),
+                out=tmp_path / f"{mode}.npz", write_metrics=False,
+            )
+        finally:
+            cb.occurrence = saved
+        assert inst.occu_count.sum() == 0, mode
+    cb.occurrence = None
+    try:
+        with pytest.raises(RunError, match="occurrence"):
+            train_stage3(model, cb, inputs, run, cfg, out=tmp_path / "x.npz", write_metrics=False)
+    finally:
+        cb.occurrence = saved

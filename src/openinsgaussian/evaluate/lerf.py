@@ -50,8 +50,8 @@ def mask_iou(
     """``|pred AND gt| / |pred OR gt|`` of two ``[H, W]`` masks (non-zero = inside).
 
     ``pred=None`` (no prediction for this query) scores 0.0, as the protocol prescribes, even
-    against an empty GT. Two empty masks (empty union) score 1.0: nothing to find and nothing
-    predicted. Shapes must match exactly (no resizing); ``frame``/``query`` only name the pair in
+    against an empty GT. Two empty masks (empty union) also score 0.0, the protocol value (the
+    public ``calculate_iou`` returns 0 when both masks are empty). Shapes must match exactly (no resizing); ``frame``/``query`` only name the pair in
     error messages.
     """
     g = _as_mask(gt, f"GT mask ({_where(frame, query) or 'unnamed'})")
@@ -67,7 +67,7 @@ def mask_iou(
         )
     union = int(np.count_nonzero(p | g))
     if union == 0:
-        return 1.0
+        return 0.0
     return int(np.count_nonzero(p & g)) / union
 
 

@@ -4,9 +4,10 @@ LeRF protocol (METHOD §6 "LeRF selection", §7.2): for every text query of the 
 hard-coded LeRF-OVS list when the scene is one of the four, else the categories of the labels),
 the query is encoded with the run's own language source, leaves are selected in 3D
 (:func:`~openinsgaussian.query.select.select_leaves`, ``min_views`` = the run's
-``query.min_views_select``), turned into a Gaussian mask and cleaned up (scales < 0.1, >= 100
-Gaussians, statistical outlier removal). Only those Gaussians are rendered from every evaluation
-camera on a white background; the predicted mask is ``alpha > 0.7``. Evaluation cameras are the
+``query.min_views_select``), turned into a Gaussian mask and cleaned up per evaluation camera, as the
+public renderer does: the selected Gaussians visible in that camera with scales < 0.1, nothing
+below 100 of them, statistical outlier removal (threshold over all n*K squared KNN distances),
+nothing below 10 left. Only those Gaussians are rendered on a white background; the predicted mask is ``alpha > 0.7``. Evaluation cameras are the
 run's train and test frames whose names match the annotated frames. Each (frame, GT category)
 pair gets an IoU (missing prediction = 0), summarised as mIoU, mAcc@0.25 and mAcc@0.5.
 
@@ -192,6 +193,13 @@ def run_eval_lerf(
     means, scales = model.means.detach().cpu(), model.scales.detach().cpu()
     qcfg = cfg.query
 
+    from ..render.projection import visible_mask
+
+    visible = {  # [N] bool per evaluation camera: screen radius > 0
+        fr: visible_mask(model.means.detach(), model.quats.detach(), model.scales.detach(),
+                         matched[fr].camera).cpu()
+        for fr in labels
+    }
     out_dir = loaded.run.render_dir("lerf")
     preds: dict[str, dict[str, np.ndarray | None]] = {fr: {} for fr in labels}
     selections: dict[str, dict] = {}
@@ -212,14 +220,20 @@ def run_eval_lerf(
             compat=compat,
         )
         selected = gaussian_mask_for_leaves(leaf_ind, leaves)  # [N]
-        kept = filter_selection(means, scales, selected, MAX_SCALE, MIN_COUNT)  # [N]
-        idx = kept.nonzero().flatten().to(model.means.device)  # [S]
-        selections[query] = {
-            "leaves": [int(x) for x in leaves.tolist()],
-            "selected_gaussians": int(selected.sum()),
-            "n_gaussians": int(idx.numel()),
-        }
+        rendered: dict[str, int] = {}
         for fr, gt in gts.items():
+            kept = filter_selection(
+                means,
+                scales,
+                selected,
+                MAX_SCALE,
+                MIN_COUNT,
+                visible=visible[fr],
+                outlier_rule=qcfg.outlier_rule,
+                min_after=qcfg.min_after_filter,
+            )  # [N], this camera's clean-up
+            idx = kept.nonzero().flatten().to(model.means.device)  # [S]
+            rendered[fr] = int(idx.numel())
             if idx.numel() == 0:
                 pred = None  # nothing survived the filter: IoU 0 for every pair
             else:
@@ -230,6 +244,12 @@ def run_eval_lerf(
                 stem = f"{safe_filename(query, 'query')}__{safe_filename(fr, 'view')}"
                 p = out_dir / f"{stem}.png"
                 overlays.append(str(save_overlay(images[fr], pred, gt[query], p)))
+        selections[query] = {
+            "leaves": [int(x) for x in leaves.tolist()],
+            "selected_gaussians": int(selected.sum()),
+            "n_gaussians": max(rendered.values(), default=0),
+            "rendered_per_frame": rendered,
+        }
 
     ious: dict[tuple[str, str], float] = {}
     for fr, gt in gts.items():
@@ -249,6 +269,9 @@ def run_eval_lerf(
             "alpha_threshold": ALPHA_THRESHOLD,
             "max_scale": MAX_SCALE,
             "min_count": MIN_COUNT,
+            "outlier_rule": qcfg.outlier_rule,
+            "min_after_filter": qcfg.min_after_filter,
+            "empty_union_iou": 0.0,
             "raster_mode": raster_mode,
             "queries_from": "LERF_QUERIES" if name in LERF_QUERIES else "labels",
             "query_list": queries,

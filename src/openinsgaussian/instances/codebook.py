@@ -10,17 +10,26 @@ Centre updates. The paper describes a per-step centre update. The public code ca
 its centres only move at the re-assignment steps (coarse every 200 iterations, fine every 50).
 ``CodebookConfig.update_centers_each_step = False`` (default) reproduces the code;
 ``True`` gives the paper's behaviour (means of the current members, ids unchanged, every step).
+
+Empty clusters. The public ``Quantize_kMeans`` divides every cluster sum by ``count + 1e-6``, so a
+cluster that receives no point collapses to the zero vector and is never re-seeded; at the fine
+level the initial leaf centres are distinct Gaussians of the *whole scene*, so many of a root's
+slots start far from its Gaussians and die at once, and the unused slots ``k2_r .. k2-1`` of the
+active root are zeroed too. ``CodebookConfig.empty_clusters = "zero"`` (default) reproduces that;
+``"reseed"`` moves an empty cluster onto the farthest point instead, which keeps about twice as
+many live leaves (METHOD §4.2).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
-from .kmeans import kmeans, update_centers
+from .kmeans import CODE_CHUNK_ROWS, kmeans, update_centers
 
 
 @dataclass
@@ -44,10 +53,18 @@ class CodebookConfig:
     update_centers_each_step: bool = False
     """True: the paper's per-step centre update; False: the public code (centres move only when
     re-assigning)."""
+    empty_clusters: Literal["zero", "reseed"] = "zero"
+    """Empty k-means clusters (both levels): "zero" = the public code (the centre becomes the zero
+    vector and stays, unused fine slots of the active root are zeroed); "reseed" = move it onto
+    the farthest point."""
     seed: int = 0
     """Seeds the random choice of initial centres."""
 
     def __post_init__(self) -> None:
+        if self.empty_clusters not in ("zero", "reseed"):
+            raise ConfigError(
+                f"codebook empty_clusters must be 'zero' or 'reseed', got {self.empty_clusters!r}"
+            )
         for name in ("k1", "k2", "kmeans_iters", "coarse_every", "fine_every", "root_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"codebook {name} must be >= 1, got {getattr(self, name)}")
@@ -128,6 +145,9 @@ class TwoLevelCodebook:
         self.leaf_centers: Tensor | None = None  # [k1*k2 + 1, 6]
         self.leaf_ids: Tensor | None = None  # [N] in [0, k1*k2]; k1*k2 = never assigned
         self.leaf_k: Tensor | None = None  # [k1] adaptive number of leaves per root
+        # [V, k1] bool: coarse cluster c counted as present in training view v by the adaptive-k2
+        # pass (the public code's ``bClusterOccur``); None when that pass did not run.
+        self.occurrence: Tensor | None = None
 
     # ---- coarse level ----------------------------------------------------------------------
     def _generator(self, offset: int) -> torch.Generator:
@@ -156,7 +176,14 @@ class TwoLevelCodebook:
                 f"codebook holds ids for {self.coarse_ids.shape[0]} Gaussians, got {x.shape[0]}",
             )
         if self.coarse_ids is None or should_reassign(iteration, start, cfg.coarse_every):
-            res = kmeans(x, cfg.k1, iters=cfg.kmeans_iters, init_centers=self.coarse_centers)
+            res = kmeans(
+                x,
+                cfg.k1,
+                iters=cfg.kmeans_iters,
+                init_centers=self.coarse_centers,
+                empty=cfg.empty_clusters,
+                code_chunk_rows=CODE_CHUNK_ROWS,
+            )
             self.coarse_centers, self.coarse_ids = res.centers, res.labels
         elif cfg.update_centers_each_step:
             self.coarse_centers, _ = update_centers(x, self.coarse_ids, self.coarse_centers)
@@ -169,13 +196,21 @@ class TwoLevelCodebook:
         return quantize_st(f, self.coarse_centers, self.coarse_ids)
 
     # ---- fine level ------------------------------------------------------------------------
-    def init_fine(self, f: Tensor, object_counts: Tensor | None = None) -> Tensor:
-        """Start the fine stage: adaptive k2 per root, leaf centres from random Gaussians,
-        every leaf id set to the sentinel k1*k2. Returns the ``[k1]`` leaves per root.
+    def init_fine(
+        self,
+        f: Tensor,
+        object_counts: Tensor | None = None,
+        occurrence: Tensor | None = None,
+    ) -> Tensor:
+        """Start the fine stage: adaptive k2 per root, leaf centres from distinct random Gaussians
+        of the whole scene (as the code's ``randperm``), every leaf id set to the sentinel k1*k2.
+        Returns the ``[k1]`` leaves per root.
 
         Args:
             f: ``[N, 6]`` raw features.
             object_counts: ``[k1]`` n_c from the pseudo-label pass, or None for a fixed k2.
+            occurrence: ``[V, k1]`` bool presence of each coarse cluster per training view (the
+                adaptive-k2 pass), kept for the occurrence gates of the fine stage and stage 3.
         """
         cfg = self.cfg
         if self.coarse_ids is None:
@@ -190,8 +225,18 @@ class TwoLevelCodebook:
                     None, f"object_counts must be [{cfg.k1}], got {tuple(object_counts.shape)}"
                 )
             self.leaf_k = adaptive_k2(object_counts.cpu(), cfg.k2)
+        if occurrence is not None:
+            if occurrence.dim() != 2 or occurrence.shape[1] != cfg.k1:
+                raise DataError(
+                    None, f"occurrence must be [V, {cfg.k1}], got {tuple(occurrence.shape)}"
+                )
+            self.occurrence = occurrence.to(torch.bool).cpu()
         n = f.shape[0]
-        pick = torch.randint(n, (cfg.num_leaves + 1,), generator=self._generator(2))
+        g = self._generator(2)
+        pick = torch.randperm(n, generator=g)[: cfg.num_leaves + 1]
+        if pick.numel() < cfg.num_leaves + 1:  # fewer Gaussians than slots: repeat some
+            extra = torch.randint(n, (cfg.num_leaves + 1 - pick.numel(),), generator=g)
+            pick = torch.cat([pick, extra])
         self.leaf_centers = f.detach()[pick.to(f.device)].clone()  # [k1*k2+1, 6]
         self.leaf_ids = torch.full((n,), cfg.num_leaves, dtype=torch.long, device=f.device)
         return self.leaf_k
@@ -213,14 +258,27 @@ class TwoLevelCodebook:
             raise ConfigError("fine codebook is not initialised: call init_fine first")
         r = active_root(iteration, start, cfg.k1, cfg.root_every)
         members = (self.coarse_ids == r).nonzero().flatten()  # [n_r]
-        if members.numel() == 0:
-            return r
         k = int(self.leaf_k[r])
         lo = r * cfg.k2
+        reassign = should_reassign(iteration, start, cfg.fine_every)
+        zero = cfg.empty_clusters == "zero"
+        if members.numel() == 0:
+            if reassign and zero:  # the code's k-means on no point: every slot of r becomes 0
+                self.leaf_centers[lo : lo + cfg.k2] = 0.0
+            return r
         x = f.detach()[members]  # [n_r, 6]
-        if should_reassign(iteration, start, cfg.fine_every):
-            res = kmeans(x, k, iters=cfg.kmeans_iters, init_centers=self.leaf_centers[lo : lo + k])
+        if reassign:
+            res = kmeans(
+                x,
+                k,
+                iters=cfg.kmeans_iters,
+                init_centers=self.leaf_centers[lo : lo + k],
+                empty=cfg.empty_clusters,
+                code_chunk_rows=None,  # the fine level runs on all members at once
+            )
             self.leaf_centers[lo : lo + k] = res.centers.to(self.leaf_centers.dtype)
+            if zero:  # the code averages all k2 slots; the unused ones get 0 / (0 + 1e-6) = 0
+                self.leaf_centers[lo + k : lo + cfg.k2] = 0.0
             self.leaf_ids[members] = lo + res.labels
         elif cfg.update_centers_each_step:
             local = self.leaf_ids[members] - lo  # [n_r]
@@ -247,6 +305,7 @@ class TwoLevelCodebook:
             "leaf_centers": self.leaf_centers,
             "leaf_ids": self.leaf_ids,
             "leaf_k": self.leaf_k,
+            "occurrence": self.occurrence,
         }
 
     def load_state_dict(self, state: dict[str, Tensor | None]) -> None:
@@ -273,3 +332,7 @@ class TwoLevelCodebook:
         self.leaf_centers = state.get("leaf_centers")
         self.leaf_ids = state.get("leaf_ids")
         self.leaf_k = state.get("leaf_k")
+        occ = state.get("occurrence")
+        if occ is not None and (occ.dim() != 2 or occ.shape[1] != cfg.k1):
+            raise DataError(None, f"codebook state occurrence has shape {tuple(occ.shape)}")
+        self.occurrence = None if occ is None else occ.to(torch.bool).cpu()

@@ -22,6 +22,11 @@ from ..errors import ConfigError, DataError
 
 #: default number of distance entries (rows x centres) computed per chunk.
 CHUNK_ELEMENTS = 1 << 22
+#: rows per chunk of the public ``Quantize_kMeans`` (coarse level); each chunk adds 1e-6 to every
+#: cluster's count, so the count guard of an empty cluster depends on it (METHOD §4.2).
+CODE_CHUNK_ROWS = 10_000
+
+EmptyClusters = Literal["zero", "reseed"]
 
 
 @dataclass
@@ -159,6 +164,24 @@ def _reseed_empty(
     return moved
 
 
+def code_counts(labels: Tensor, k: int, guard: Tensor, chunk_rows: int | None) -> Tensor:
+    """Cluster sizes as the public ``Quantize_kMeans`` accumulates them, with its ``1e-6`` guards.
+
+    The code starts from ``guard`` (``1e-6`` at the first Lloyd round) and, for every chunk of
+    ``chunk_rows`` points (``N // chunk_rows + 1`` chunks, the last one possibly empty; one chunk
+    when ``chunk_rows`` is None, as for the fine level), adds the chunk's per-cluster counts plus
+    ``1e-6``, in float32. Returns ``[k]`` float32.
+    """
+    counts = guard.clone().to(torch.float32)
+    n = labels.shape[0]
+    if chunk_rows is None:
+        return counts + (torch.bincount(labels, minlength=k).to(torch.float32) + 1e-6)
+    for c in range(n // chunk_rows + 1):
+        part = labels[c * chunk_rows : (c + 1) * chunk_rows]
+        counts += torch.bincount(part, minlength=k).to(torch.float32) + 1e-6
+    return counts
+
+
 def kmeans(
     x: Tensor,
     k: int,
@@ -167,14 +190,24 @@ def kmeans(
     seed: int = 0,
     init_centers: Tensor | None = None,
     chunk_size: int | None = None,
+    empty: EmptyClusters = "reseed",
+    code_chunk_rows: int | None = CODE_CHUNK_ROWS,
 ) -> KMeansResult:
     """Lloyd k-means: ``iters`` rounds of (assign, update), then a final assignment.
 
     This matches the codebook's ``num_iters = 5`` schedule (METHOD §4.2): with ``init_centers``
     (the persistent codebook centres) nothing random happens at all.
 
-    Empty clusters: after each update, an empty cluster is re-seeded at the point farthest from
-    its assigned centre (see :func:`_reseed_empty`); the next assignment then uses it.
+    Empty clusters (``empty``):
+
+    * ``"reseed"``: after each update, an empty cluster is re-seeded at the point farthest from
+      its assigned centre (see :func:`_reseed_empty`); the next assignment then uses it.
+    * ``"zero"`` (the public ``Quantize_kMeans``): every centre is ``sum / (count + guard)``
+      (:func:`code_counts`), so a cluster that receives no point becomes the zero vector and is
+      never re-seeded; it takes part in later assignments at the origin. The guards of clusters
+      with more than 0.1 points are reset after each round and those of empty ones accumulate,
+      as in the code. ``code_chunk_rows`` is the code's chunking (10,000 rows at the coarse
+      level, None for one chunk as at the fine level).
 
     Args:
         x: ``[N, D]`` float points (N >= 1).
@@ -212,8 +245,19 @@ def kmeans(
         else:
             raise ConfigError(f"k-means init must be 'kmeans++' or 'random', got {init!r}")
 
+    if empty not in ("zero", "reseed"):
+        raise ConfigError(f"k-means empty-cluster rule must be 'zero' or 'reseed', got {empty!r}")
+    guard = torch.full((k,), 1e-6, dtype=torch.float32, device=x.device)  # [k] code's count guard
     for _ in range(iters):
         labels, sq = assign_with_distance(x, centers, chunk_size)
+        if empty == "zero":
+            counts_f = code_counts(labels, k, guard, code_chunk_rows)  # [k] float32
+            sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(
+                0, labels, x
+            )
+            centers = sums / counts_f.to(x.dtype).unsqueeze(1)  # empty cluster -> 0
+            guard = torch.where(counts_f > 0.1, torch.zeros_like(counts_f), counts_f)
+            continue
         centers, counts = update_centers(x, labels, centers)
         if bool((counts == 0).any()) and _reseed_empty(x, labels, sq, centers, counts):
             centers, counts = update_centers(x, labels, centers)

@@ -7,22 +7,27 @@ For image ``<name>``:
 * ``<name>_f.npy``: float32 ``[N_total, D]``, row ``k`` = language feature of global id ``k``.
 
 Painting order. Within a level, masks are painted one after another and a later mask overwrites
-an earlier one. :func:`write_entry` sorts each level's masks by area, largest first (stable), so
-small masks lie on top and stay visible, and the ids (and feature rows) follow that sorted order.
-The last, smallest mask of a level is therefore always fully visible, so the largest id present
-in a level's channel is exactly the level's last id, which the reader's offset rule relies on.
-Empty masks are dropped before writing. Both files are written atomically, ``_f`` first, so an
-entry exists only when both files do.
+an earlier one; ids (and feature rows) follow the painting order. ``paint_order="sam"`` (LangSplat,
+METHOD §2.3) paints in the mask generator's own order, so where masks overlap the later one owns
+the pixels and an earlier mask may vanish from the map while keeping its id and feature row.
+``paint_order="area"`` sorts each level by area, largest first (stable), so small masks lie on top
+and stay visible. Either way the last mask of a level is painted last and is fully visible, so the
+largest id present in a level's channel is exactly the level's last id, which the reader's offset
+rule relies on. Empty masks are dropped before writing. Both files are written atomically, ``_f``
+first, so an entry exists only when both files do.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from ..errors import DataError
 from ..io import save_npy
+
+PaintOrder = Literal["sam", "area"]
 
 
 def entry_paths(directory: str | Path, name: str) -> tuple[Path, Path]:
@@ -37,11 +42,24 @@ def entry_exists(directory: str | Path, name: str) -> bool:
     return s.is_file() and f.is_file()
 
 
+def paint_sequence(masks: np.ndarray, paint_order: PaintOrder) -> np.ndarray:
+    """Indices of the non-empty masks of one level ``[m,H,W]`` in painting order."""
+    m = len(masks)
+    area = np.asarray(masks, dtype=bool).reshape(m, -1).sum(1)
+    if paint_order == "sam":
+        order = np.arange(m)
+    elif paint_order == "area":
+        order = np.argsort(-area, kind="stable")
+    else:
+        raise ValueError(f"paint_order must be 'sam' or 'area', got {paint_order!r}")
+    return order[area[order] > 0]
+
+
 def write_entry(directory: str | Path, name: str, levels: list[np.ndarray],
-                features: list[np.ndarray]) -> list[np.ndarray]:
+                features: list[np.ndarray], paint_order: PaintOrder = "sam") -> list[np.ndarray]:
     """Write the entry for image ``name``: ``levels[l]`` ``[m_l,H,W]`` bool masks with
-    ``features[l]`` ``[m_l, D]``. Returns, per level, the original mask indices in stored order
-    (global id = level offset + position in that list)."""
+    ``features[l]`` ``[m_l, D]``, painted in ``paint_order``. Returns, per level, the original
+    mask indices in stored order (global id = level offset + position in that list)."""
     if len(levels) != len(features) or not levels:
         raise ValueError(f"need one feature array per level: {len(levels)} levels, "
                          f"{len(features)} feature arrays")
@@ -70,9 +88,7 @@ def write_entry(directory: str | Path, name: str, levels: list[np.ndarray],
         elif feats.shape != (len(masks), dim):
             raise ValueError(f"level {lvl}: {len(masks)} masks need features "
                              f"[{len(masks)}, {dim}], got {feats.shape}")
-        area = masks.reshape(len(masks), h * w).sum(1)
-        order = np.argsort(-area, kind="stable")
-        order = order[area[order] > 0]  # largest first, empty masks dropped
+        order = paint_sequence(masks, paint_order) if len(masks) else np.zeros(0, np.int64)
         for k, idx in enumerate(order):
             seg[lvl][masks[idx]] = offset + k
         rows.append(feats[order])

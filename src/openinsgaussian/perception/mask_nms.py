@@ -115,14 +115,20 @@ def _signature_intersections(flat: np.ndarray) -> torch.Tensor:
     return weighted.T @ member_t  # [m, m]
 
 
-def _decide(inter: torch.Tensor, area: torch.Tensor, scores: torch.Tensor, iou_thr: float,
-            score_thr: float, inner_thr: float) -> torch.Tensor:
-    """The rule on sorted masks: ``inter [n,n]``, ``area [n]``, ``scores [n]`` -> keep ``[n]``."""
+def containment_keep(inter: torch.Tensor, area: torch.Tensor,
+                     inner_thr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """LangSplat's two containment criteria on score-sorted masks: ``(keep_inner_u, keep_inner_l)``.
+
+    ``inter [n,n]`` pairwise intersections and ``area [n]`` in descending score order. A worse mask
+    ``j`` mostly (>= 0.85) inside a better ``i`` that it covers less than half of gives
+    ``inner[i, j] = 1 - ri*rj``; a better ``i`` mostly inside a worse ``j`` gives ``inner[j, i]``.
+    ``keep_inner_u`` takes column maxima over ``triu(inner, diagonal=1)``, ``keep_inner_l`` over
+    ``tril(inner, diagonal=1)`` (LangSplat's choice, so the first super-diagonal, the mask ranked
+    just above, counts in both); a column is kept when its maximum is <= ``1 - inner_thr``.
+    """
     n = inter.shape[0]
     inter = inter.to(torch.float64)
     area = area.to(torch.float64)
-    union = area[:, None] + area[None, :] - inter  # [n,n]
-    iou = torch.triu(inter / union, diagonal=1)  # [n,n], only better (row) vs worse (col)
     ri = inter / area[:, None]  # [n,n] fraction of row mask covered
     rj = inter / area[None, :]  # [n,n] fraction of column mask covered
     upper = torch.ones(n, n, dtype=torch.bool, device=inter.device).triu(1)  # i < j
@@ -133,14 +139,23 @@ def _decide(inter: torch.Tensor, area: torch.Tensor, scores: torch.Tensor, iou_t
     case_l = upper & (ri >= _CONTAIN_HI) & (rj < _CONTAIN_LO)  # better i inside worse j -> [j,i]
     inner.T[case_l] = inner_val[case_l]
     zero = torch.zeros(1, dtype=inter.dtype, device=inter.device)
-    iou_max = iou.max(dim=0).values if n else zero[:0]
     inner_u = torch.triu(inner, diagonal=1).max(dim=0).values if n else zero[:0]
     inner_l = torch.tril(inner, diagonal=1).max(dim=0).values if n else zero[:0]
+    return inner_u <= 1.0 - inner_thr, inner_l <= 1.0 - inner_thr
 
+
+def _decide(inter: torch.Tensor, area: torch.Tensor, scores: torch.Tensor, iou_thr: float,
+            score_thr: float, inner_thr: float) -> torch.Tensor:
+    """The rule on sorted masks: ``inter [n,n]``, ``area [n]``, ``scores [n]`` -> keep ``[n]``."""
+    n = inter.shape[0]
+    inter64 = inter.to(torch.float64)
+    area64 = area.to(torch.float64)
+    union = area64[:, None] + area64[None, :] - inter64  # [n,n]
+    iou = torch.triu(inter64 / union, diagonal=1)  # [n,n], only better (row) vs worse (col)
+    iou_max = iou.max(dim=0).values if n else iou.new_zeros(0)
     keep = iou_max <= iou_thr
     keep_conf = scores > score_thr
-    keep_u = inner_u <= 1.0 - inner_thr
-    keep_l = inner_l <= 1.0 - inner_thr
+    keep_u, keep_l = containment_keep(inter, area, inner_thr)
     top = torch.arange(min(3, n), device=inter.device)  # sorted order: ranks 0..2 are the top 3
     for crit in (keep_conf, keep_u, keep_l):
         if n and not bool(crit.any()):

@@ -9,7 +9,7 @@ its own resolution with nearest-neighbour sampling.
 
 Resumable: frames whose entry exists are skipped. ``<out>/preprocess.json`` records the
 configuration signature (mask source and settings, language source, mode, alpha, dimension,
-resolution rule); it is written with ``"complete": false`` before the first new entry and
+resolution rule, mask painting order); it is written with ``"complete": false`` before the first new entry and
 rewritten with per-image mask counts when all frames are done. A cache made with a different
 signature is never mixed with new entries (ConfigError; ``--overwrite`` rebuilds it).
 """
@@ -100,6 +100,10 @@ class PreprocessConfig:
     undistort: bool = True
     """Undistort the images of cameras with lens distortion first (OpenCV, cached in
     <scene>/undistorted/), as training does; false keeps the distorted images."""
+    paint_order: Literal["sam", "area"] = "sam"
+    """How overlapping masks of a level are painted into the id map: "sam" = the mask generator's
+    order, later masks over earlier ones (LangSplat); "area" = largest first, so small masks stay
+    on top. Recorded in the cache signature."""
     overwrite: bool = False
     """Recompute every entry and replace a cache made with another configuration."""
     progress: bool = True
@@ -145,7 +149,10 @@ def signature(cfg: PreprocessConfig, scene: Scene | None = None) -> dict[str, An
     For a scene whose cameras have lens distortion, whether its images were undistorted is part
     of it (``undistorted``), so a cache made on the distorted images is never reused on the
     undistorted ones or the other way round."""
+    if cfg.paint_order not in ("sam", "area"):
+        raise ConfigError(f"paint_order must be 'sam' or 'area', got {cfg.paint_order!r}")
     sig = {"layout": CACHE_LAYOUT, "levels": list(LEVELS), "max_height": int(cfg.max_height),
+           "paint_order": cfg.paint_order,
            "masks": {"source": cfg.masks, **_jsonable(mask_settings(cfg))},
            "language": _jsonable(language_settings(cfg))}
     if scene is not None and scene.images_undistorted is not None:
@@ -359,6 +366,6 @@ def _process_frame(frame: Frame, out: Path, cfg: PreprocessConfig, masks_fn: Any
     stacked = np.concatenate(levels, 0) if sum(counts) else np.zeros((0, *image.shape[:2]), bool)
     feats = _as_features(language(image, stacked, frame), len(stacked), frame, str(language.name))
     splits = np.split(feats, np.cumsum(counts)[:-1])
-    orders = write_entry(out, frame.name, levels, splits)
+    orders = write_entry(out, frame.name, levels, splits, cfg.paint_order)
     return {"counts": [int(len(o)) for o in orders],
             "size": [int(image.shape[1]), int(image.shape[0])]}

@@ -11,12 +11,14 @@ that may still be picked), the default uses ``cand // k2 == best // k2``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .relevance import leaf_relevance
 
 
@@ -79,6 +81,9 @@ def gaussian_mask_for_leaves(leaf_ind: Tensor, selected: Tensor) -> Tensor:
     return torch.isin(leaf_ind, selected.to(leaf_ind.device))
 
 
+OutlierRule = Literal["all_distances", "per_point"]
+
+
 def filter_selection(
     means: Tensor,
     scales: Tensor,
@@ -86,14 +91,24 @@ def filter_selection(
     max_scale: float = 0.1,
     min_count: int = 100,
     outlier_std: float = 1.0,
+    visible: Tensor | None = None,
+    outlier_rule: OutlierRule = "all_distances",
+    min_after: int = 10,
 ) -> Tensor:
-    """The LeRF evaluation's clean-up of a selected Gaussian set (METHOD §6, step 4).
+    """The LeRF evaluation's clean-up of a selected Gaussian set (METHOD §6 step 4, §7.2).
 
-    1. Keep Gaussians whose three (activated) scales are all below ``max_scale``.
+    1. Keep the selected Gaussians that are ``visible`` in the view being rendered (``[N]`` bool,
+       screen radius > 0; None: all) and whose three (activated) scales are all below
+       ``max_scale``.
     2. If fewer than ``min_count`` remain, return an all-False mask (the query renders nothing).
-    3. Statistical outlier removal: with ``K = floor(sqrt(n))`` nearest neighbours (the point
-       itself included, as a self-query KNN returns it) take each point's mean *squared* KNN
-       distance; keep points below ``mean + outlier_std · std`` of those values (unbiased std).
+    3. Statistical outlier removal with ``K = floor(sqrt(n))`` nearest neighbours (the point
+       itself included, as a self-query KNN returns it) on *squared* distances ``d [n, K]``: keep
+       points whose mean ``d`` lies below a threshold. ``outlier_rule="all_distances"`` (the
+       public code): threshold = mean + ``outlier_std`` x std of all ``n·K`` entries of ``d``;
+       ``"per_point"``: mean + ``outlier_std`` x std of the ``n`` per-point means (standard
+       statistical outlier removal). Stds are unbiased.
+    4. If fewer than ``min_after`` points are left, return an all-False mask (the code renders
+       nothing below 10).
 
     Args:
         means: ``[N, 3]`` centres; scales: ``[N, 3]`` activated scales; mask: ``[N]`` bool selection.
@@ -106,13 +121,20 @@ def filter_selection(
         or means.dim() != 2
         or means.shape[1] != 3
         or mask.shape != means.shape[:1]
+        or (visible is not None and visible.shape != mask.shape)
     ):
         raise DataError(
             None,
-            f"filter_selection needs means [N,3], scales [N,3], mask [N]; got "
+            f"filter_selection needs means [N,3], scales [N,3], mask [N] (and visible [N]); got "
             f"{tuple(means.shape)}, {tuple(scales.shape)}, {tuple(mask.shape)}",
         )
+    if outlier_rule not in ("all_distances", "per_point"):
+        raise ConfigError(
+            f"outlier_rule must be 'all_distances' or 'per_point', got {outlier_rule!r}"
+        )
     keep = mask.to(torch.bool) & (scales < max_scale).all(dim=1)
+    if visible is not None:
+        keep &= visible.to(device=keep.device, dtype=torch.bool)
     idx = keep.nonzero().flatten()
     n = idx.numel()
     out = torch.zeros_like(keep)
@@ -121,9 +143,12 @@ def filter_selection(
     pts = means[idx].detach().to(torch.float64).cpu().numpy()
     k = max(1, int(np.floor(np.sqrt(n))))
     dist, _ = cKDTree(pts).query(pts, k=k)
-    dist = np.asarray(dist).reshape(n, k)
-    score = (dist**2).mean(axis=1)  # [n] mean squared KNN distance
-    std = score.std(ddof=1) if n > 1 else 0.0
-    inlier = torch.from_numpy(score < score.mean() + outlier_std * std).to(keep.device)
+    d2 = np.asarray(dist).reshape(n, k) ** 2  # [n, K] squared KNN distances, self first
+    score = d2.mean(axis=1)  # [n]
+    ref = d2.reshape(-1) if outlier_rule == "all_distances" else score
+    std = ref.std(ddof=1) if ref.size > 1 else 0.0
+    inlier = torch.from_numpy(score < ref.mean() + outlier_std * std).to(keep.device)
+    if int(inlier.sum()) < min_after:
+        return out
     out[idx[inlier]] = True
     return out

@@ -117,7 +117,15 @@ def select_for_text(
         leaves = leaves[:0]
     mask = gaussian_mask_for_leaves(leaf_ind, leaves)  # [N]
     if cfg.filter and reason is None:
-        mask = filter_selection(means, scales, mask, cfg.max_scale, cfg.min_count)
+        mask = filter_selection(
+            means,
+            scales,
+            mask,
+            cfg.max_scale,
+            cfg.min_count,
+            outlier_rule=cfg.outlier_rule,
+            min_after=cfg.min_after_filter,
+        )
         if not bool(mask.any()):
             reason = f"fewer than {cfg.min_count} Gaussians pass the selection filter"
     applied = threshold if in_vocabulary is None and canon_feats is not None else None

@@ -152,3 +152,12 @@ def project_gaussians(
         radii = torch.where(valid, radius, torch.zeros_like(radius)).to(torch.int32)  # [N]
 
     return Projection(means2d=means2d, conics=conics, depths=tz, radii=radii, cov2d=cov2d)
+
+
+@torch.no_grad()
+def visible_mask(means: Tensor, quats: Tensor, scales: Tensor, camera) -> Tensor:
+    """``[N]`` bool: Gaussians with a non-zero screen radius in ``camera`` (a
+    :class:`~openinsgaussian.data.camera.Camera`), the ``radii > 0`` visibility filter of 3DGS."""
+    K, viewmat = camera.to(means.device, means.dtype)
+    proj = project_gaussians(means, quats, scales, viewmat, K, camera.width, camera.height)
+    return proj.radii > 0

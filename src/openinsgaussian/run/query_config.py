@@ -8,6 +8,7 @@ query layer above it. The query layer, the evaluation protocols and the viewer r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 #: The one prompt template of the text side: ``openins eval``, ``openins query``, the viewer,
 #: ``Run.query`` and ``openins encode-text`` embed ``template.format(phrase)`` with the CLIP text
@@ -38,6 +39,11 @@ class QueryConfig:
     """Filter: Gaussians with any scale above this are dropped."""
     min_count: int = 100
     """Filter: selections with fewer Gaussians render nothing."""
+    outlier_rule: Literal["all_distances", "per_point"] = "all_distances"
+    """Filter: the outlier threshold is mean + std of all n*K squared KNN distances (the public
+    code) or of the n per-point means (standard statistical outlier removal)."""
+    min_after_filter: int = 10
+    """Filter: fewer Gaussians left after the outlier removal render nothing (the code: 10)."""
     compat: bool = False
     """Reproduce the public code's quirks (signed leaf-id test, zeroed rare leaves)."""
     min_relevancy: float = DEFAULT_MIN_RELEVANCY

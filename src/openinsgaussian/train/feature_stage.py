@@ -43,6 +43,14 @@ class FrozenGeometry:
     def __len__(self) -> int:
         return int(self.means.shape[0])
 
+    @torch.no_grad()
+    def visible(self, camera: Camera) -> Tensor:
+        """``[N]`` bool: Gaussians with a non-zero screen radius in ``camera`` (the code's
+        ``radii > 0`` visibility filter)."""
+        from ..render.projection import visible_mask
+
+        return visible_mask(self.means, self.quats, self.scales, camera)
+
     def render(
         self,
         feats: Tensor,

@@ -19,6 +19,7 @@ experiments with corrupted oracle features that should not overwrite a scene's c
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data.scene import Frame, Scene
-from ..errors import DataError, RunError
+from ..errors import ConfigError, DataError, RunError
 
 
 @dataclass
@@ -61,6 +62,13 @@ class InputsConfig:
     """Oracle, direct source only: fraction of views whose masks all get wrong classes."""
     preprocess_device: str = "auto"
     """Device of SAM / CLIP when building the cache."""
+    paint_order: Literal["sam", "area"] = "sam"
+    """Painting order of overlapping masks in the cache (LangSplat: "sam"); a cache written with
+    the other order is refused."""
+    mask_resize: Literal["stride", "centre"] = "stride"
+    """How cached id maps are brought to the training size: "stride" = every s-th pixel from the
+    first when the size ratio is an integer s (the public code's ``sam_mask[:, ::s, ::s]``), else
+    nearest at pixel centres; "centre" = always nearest at pixel centres."""
 
 
 @dataclass
@@ -105,11 +113,22 @@ class TrainingInputs:
         return len(self.frames)
 
 
-def resize_ids_nearest(ids: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``[H0, W0]`` integer id map -> ``[height, width]`` by nearest sampling at pixel centres."""
+def resize_ids_nearest(
+    ids: np.ndarray, width: int, height: int, rule: Literal["stride", "centre"] = "centre"
+) -> np.ndarray:
+    """``[H0, W0]`` integer id map -> ``[height, width]``.
+
+    ``centre``: nearest sampling at pixel centres. ``stride``: when both sizes shrink by the same
+    integer factor s (rounding up, as ``ids[::s, ::s]`` does), every s-th row and column from the
+    first, as the public code subsamples its SAM maps; otherwise as ``centre``.
+    """
     h0, w0 = ids.shape
     if (h0, w0) == (height, width):
         return ids
+    if rule == "stride":
+        s = int(round(w0 / width)) if width else 0
+        if s >= 1 and -(-h0 // s) == height and -(-w0 // s) == width:
+            return ids[::s, ::s]
     rows = np.minimum(((np.arange(height) + 0.5) * h0 / height).astype(np.int64), h0 - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * w0 / width).astype(np.int64), w0 - 1)
     return ids[rows][:, cols]
@@ -157,6 +176,7 @@ def preprocess_config(scene: Scene, cfg: InputsConfig, seed: int = 0, progress: 
         oracle_confuse_fraction=cfg.oracle_confuse_fraction,
         seed=seed,
         device=cfg.preprocess_device,
+        paint_order=cfg.paint_order,
         progress=progress,
     )
 
@@ -185,20 +205,61 @@ def read_cache_meta(cache_dir: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def cache_paint_order(meta: dict[str, Any]) -> str | None:
+    """Painting order of a cache from its ``preprocess.json`` (caches of this package that predate
+    the setting were painted by area); None for a cache made elsewhere (no metadata)."""
+    if not meta:
+        return None
+    sig = meta.get("signature") if isinstance(meta.get("signature"), dict) else {}
+    return str(sig.get("paint_order", "area"))
+
+
+def check_paint_order(cache_dir: Path, meta: dict[str, Any], wanted: str) -> None:
+    """Refuse a cache painted in another order than the config asks (it changes every stage)."""
+    have = cache_paint_order(meta)
+    if have is None:
+        if wanted != "sam":
+            warnings.warn(
+                f"{cache_dir}: a cache without {'preprocess.json'} (LangSplat layout) is painted "
+                f"in SAM order, but inputs.paint_order is {wanted!r}",
+                stacklevel=3,
+            )
+        return
+    if have != wanted:
+        raise ConfigError(
+            f"{cache_dir}: the mask cache was painted in {have!r} order but the config asks for "
+            f"{wanted!r}; rebuild it (`openins preprocess ... --overwrite --paint-order {wanted}`) "
+            f"or set inputs.paint_order={have}"
+        )
+
+
 def load_cached_inputs(
-    frames: list[Frame], cache_dir: Path, level: int, progress: bool = True
+    frames: list[Frame],
+    cache_dir: Path,
+    level: int,
+    progress: bool = True,
+    paint_order: str | None = None,
+    mask_resize: Literal["stride", "centre"] = "centre",
 ) -> TrainingInputs:
-    """Read level ``level`` of every frame's cache entry, resized to the frame's camera."""
+    """Read level ``level`` of every frame's cache entry, resized to the frame's camera.
+
+    ``paint_order``: the painting order the caller expects (checked against the cache's
+    metadata; None: not checked).
+    """
     from ..perception.cache import read_level
 
     cache_dir = Path(cache_dir)
+    if paint_order is not None:
+        check_paint_order(cache_dir, read_cache_meta(cache_dir), paint_order)
     views: list[ViewInputs] = []
     dims: set[int] = set()
     for f in tqdm(
         frames, desc=f"masks (level {level})", unit="view", disable=not progress, leave=False
     ):
         masks, feats = read_level(cache_dir, f.name, level)  # [m,H0,W0] bool, [m,D]
-        ids = resize_ids_nearest(masks_to_id_map(masks), f.camera.width, f.camera.height)
+        ids = resize_ids_nearest(
+            masks_to_id_map(masks), f.camera.width, f.camera.height, mask_resize
+        )
         views.append(
             ViewInputs(f.name, _compact_ids(ids), torch.from_numpy(np.ascontiguousarray(feats)))
         )
@@ -355,4 +416,6 @@ def load_training_inputs(
                 f"run `openins preprocess {scene.root}` first"
             )
         cache_dir = ensure_cache(scene, cfg, seed, progress)
-    return load_cached_inputs(frames, cache_dir, cfg.level, progress)
+    return load_cached_inputs(
+        frames, cache_dir, cfg.level, progress, cfg.paint_order, cfg.mask_resize
+    )

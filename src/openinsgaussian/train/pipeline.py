@@ -145,16 +145,36 @@ def pipeline_preset(name: str, scene: str | None = None) -> PipelineConfig:
         p = _PUBLISHED[name]
         cfg = PipelineConfig(
             preset=name,
-            inputs=InputsConfig(level=p.sam_level, masks="sam", language="clip"),
+            # LangSplat's cache painted in SAM order, subsampled with a stride like the code
+            inputs=InputsConfig(
+                level=p.sam_level,
+                masks="sam",
+                language="clip",
+                paint_order="sam",
+                mask_resize="stride",
+            ),
             stage0=stage0_preset(name),
-            stage1=Stage1Config(iterations=p.feature_iterations, hard_pairs_after=5_000),
+            stage1=Stage1Config(
+                iterations=p.feature_iterations, hard_pairs_after=5_000, keep_empty_masks=True
+            ),
             stage2=Stage2Config(
                 coarse_iterations=p.feature_iterations,
                 fine_iterations=20_000,
-                codebook=CodebookConfig(k1=64, k2=p.k2, pos_weight=p.pos_weight),
+                occurrence_gate=True,
+                codebook=CodebookConfig(
+                    k1=64, k2=p.k2, pos_weight=p.pos_weight, empty_clusters="zero"
+                ),
             ),
-            stage3=Stage3Config(),
-            query=QueryConfig(min_views_label=2, min_views_select=5, filter=p.query_filter),
+            # the public code's association: each leaf rendered alone, pseudo labels rebuilt from
+            # the final features, leaves of absent coarse clusters not matched (METHOD §5.1)
+            stage3=Stage3Config(association="per_leaf", pseudo="recompute", occurrence_gate=True),
+            query=QueryConfig(
+                min_views_label=2,
+                min_views_select=5,
+                filter=p.query_filter,
+                outlier_rule="all_distances",
+                min_after_filter=10,
+            ),
         )
         exceptions = scene_overrides(name, scene)
         if exceptions:

@@ -125,7 +125,8 @@ def stage0_preset(name: str) -> Stage0Config:
     if name == "scannet":
         return Stage0Config(iterations=30_000, frozen_points=True, densify=frozen, downscale=2.0)
     if name == "lerf":
-        return Stage0Config(iterations=30_000)
+        # the 3DGS code zeroes the screen radii before its 20 px prune test reads them: never fires
+        return Stage0Config(iterations=30_000, densify=DensifyConfig(max_screen_size=0.0))
     if name == "blender":
         return Stage0Config(iterations=30_000, init="random", background=(1.0, 1.0, 1.0),
                             densify=DensifyConfig(reset_at_start=True))

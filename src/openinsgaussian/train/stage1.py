@@ -66,6 +66,10 @@ class Stage1Config:
     stage 1); a step beyond ``iterations`` disables the switch."""
     silhouette: float = 0.7
     """Rendered alpha above which a pixel counts for the mask means."""
+    keep_empty_masks: bool = True
+    """Keep masks that cover no pixel at the training size (painted over by later masks, or lost
+    by the resize) in the losses, as the public code's one-hot does: their mean is the zero
+    vector, they count in the L_s average and take part in L_c. False drops them."""
     checkpoint_every: int = 1000
     """Write a checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
@@ -95,7 +99,8 @@ def _view_loss(
     """``(loss terms or None when the view has no mask, rendered [6,H,W])`` of view ``i``."""
     out = geom.render(to_render_space(f), inputs.frames[i].camera, backend=backend)
     masks = inputs.views[i].masks(f.device)  # [m,H,W]
-    masks = masks[masks.flatten(1).any(1)]  # masks lost by the resize play no part
+    if not cfg.keep_empty_masks:
+        masks = masks[masks.flatten(1).any(1)]  # masks lost by the resize play no part
     if masks.shape[0] == 0:
         return None, out.image
     sil = out.alpha[0] > cfg.silhouette  # [H,W]

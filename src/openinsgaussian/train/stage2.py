@@ -11,6 +11,9 @@ One loop of ``coarse_iterations + fine_iterations`` steps over random training v
   time (advancing every ``root_every`` steps); its Gaussians are k-means'd into its leaves every
   ``fine_every`` steps and rendered alone, with an MSE loss against the pseudo map inside the
   cluster's silhouette; views where the cluster is not visible are skipped; Adam lr 1e-3.
+  Occurrence gate (the public code, ``occurrence_gate``): a view gives root r a loss only when the
+  adaptive-k2 pass flagged r present in it (``bClusterOccur``) and r's render reaches alpha > 0.8
+  somewhere; without the gate any pixel above the 0.7 silhouette suffices.
 
 The math (k-means, quantisation, pseudo labels, losses, object counting) is in
 :mod:`openinsgaussian.instances`; this module drives it. Short schedules scale the cadences
@@ -87,7 +90,13 @@ class Stage2Config:
     k2_min_gaussians: int = 100
     """Adaptive k2: clusters with fewer such Gaussians are not counted."""
     k2_visible_alpha: float = 0.8
-    """Adaptive k2: a cluster is visible in a view when its alpha exceeds this somewhere."""
+    """Adaptive k2: a cluster is visible in a view when its alpha exceeds this somewhere (also
+    the fine-stage visibility test of the occurrence gate)."""
+    occurrence_gate: bool = True
+    """Fine stage as the public code: root r gets a loss in a view only when the adaptive-k2 pass
+    flagged it present there (>= k2_min_gaussians visible small Gaussians, alpha above
+    k2_visible_alpha, at least one matching pseudo mask) and its render exceeds
+    k2_visible_alpha; False: any pixel above ``silhouette`` suffices."""
     checkpoint_every: int = 1000
     """Write a checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
@@ -211,43 +220,76 @@ def count_objects(
     pseudo: list[ViewPseudo],
     cfg: Stage2Config,
     backend: Backend = "auto",
-) -> Tensor:
-    """``[k1]`` maximum over views of the objects each coarse cluster shows (adaptive k2 input)."""
+) -> tuple[Tensor, Tensor]:
+    """The adaptive-k2 pass over every view (METHOD §4.2 "Adaptive k2").
+
+    For each view and coarse cluster c: the Gaussians of c that are visible in the view (screen
+    radius > 0) and small (all scales < ``k2_max_scale``); fewer than ``k2_min_gaussians`` ->
+    absent; else render them, absent when the alpha never exceeds ``k2_visible_alpha``; else count
+    the matching pseudo masks (:func:`count_cluster_objects`), absent when none matches.
+
+    Returns:
+        ``(counts [k1] int64, occurrence [V, k1] bool)``: the maximum count over views (starting
+        at 1, as the code) and where each cluster was present (the code's ``bClusterOccur``).
+    """
     k1 = cfg.codebook.k1
     dev = f.device
     small = (geom.scales < cfg.k2_max_scale).all(1)  # [N]
     feats = to_render_space(f.detach())
-    members = [((coarse_ids == c) & small).nonzero().flatten() for c in range(k1)]
-    active = [c for c in range(k1) if members[c].numel() >= cfg.k2_min_gaussians]
+    members = [((coarse_ids == c) & small) for c in range(k1)]  # k1 x [N] bool
     counts = torch.ones(k1, dtype=torch.long)
+    occurrence = torch.zeros(len(inputs), k1, dtype=torch.bool)
     for i in tqdm(
         range(len(inputs)), desc="adaptive k2", unit="view", disable=not cfg.progress, leave=False
     ):
         pmap, kept = pseudo[i].pseudo_map(inputs.views[i], dev)
         pmasks = ids_to_masks(kept, inputs.views[i].num_masks)  # [m,H,W]
         cam = inputs.frames[i].camera
-        for c in active:
-            idx = members[c]
+        visible = geom.visible(cam)  # [N]
+        for c in range(k1):
+            idx = (members[c] & visible).nonzero().flatten()
+            if idx.numel() < cfg.k2_min_gaussians:
+                continue
             out = geom.render(feats[idx], cam, backend=backend, subset=idx)
             if float(out.alpha.max()) <= cfg.k2_visible_alpha:
                 continue
             n = count_cluster_objects(pmasks, pmap, out.image, out.alpha[0])
+            if n == 0:  # no pseudo mask matches the cluster here: flagged absent
+                continue
+            occurrence[i, c] = True
             counts[c] = max(int(counts[c]), n)
-    return counts
+    return counts, occurrence
 
 
 # ---- codebook file ------------------------------------------------------------------------------
-def save_codebook(path: Path, cb: TwoLevelCodebook) -> None:
-    """Centres and ids of both levels as numpy arrays (``codebook.npz``)."""
+OPTIONAL_STATE = ("occurrence",)  # codebook state a run may lack (made without the k2 pass)
+
+
+def save_codebook(path: Path, cb: TwoLevelCodebook, views: list[str] | None = None) -> None:
+    """Centres and ids of both levels as numpy arrays (``codebook.npz``), with the per-view
+    occurrence flags and the names of the views they refer to."""
     st = cb.state_dict()
-    if any(v is None for v in st.values()):
+    if any(v is None for k, v in st.items() if k not in OPTIONAL_STATE):
         raise RunError("stage 2: the codebook is incomplete (the fine level never ran)")
+    extra = {}
+    if views is not None:
+        extra["views"] = np.asarray(list(views), dtype=np.str_)
     save_npz(
         path,
         **{k: v.detach().cpu().numpy() for k, v in st.items() if v is not None},
         k1=np.asarray(cb.cfg.k1),
         k2=np.asarray(cb.cfg.k2),
+        **extra,
     )
+
+
+def codebook_views(path: Path) -> list[str] | None:
+    """Names of the training views the occurrence flags of ``codebook.npz`` refer to."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [str(v) for v in z["views"]] if "views" in z.files else None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(path, f"cannot read codebook ({e})", "re-run stage 2") from None
 
 
 def load_codebook(
@@ -268,12 +310,14 @@ def load_codebook(
             f"k1={cfg.k1}, k2={cfg.k2}",
         )
     cb = TwoLevelCodebook(cfg)
-    cb.load_state_dict(
-        {
-            k: torch.from_numpy(data[k]).to(device)
-            for k in ("coarse_centers", "coarse_ids", "leaf_centers", "leaf_ids", "leaf_k")
-        }
-    )
+    keys = ("coarse_centers", "coarse_ids", "leaf_centers", "leaf_ids", "leaf_k")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise DataError(path, f"codebook lacks {', '.join(missing)}", "re-run stage 2")
+    state = {k: torch.from_numpy(data[k]).to(device) for k in keys}
+    if "occurrence" in data:
+        state["occurrence"] = torch.from_numpy(data["occurrence"])
+    cb.load_state_dict(state)
     return cb
 
 
@@ -343,10 +387,12 @@ def train_stage2(
         timings[f"pseudo_{phase}_s"] = time.perf_counter() - t0
         if phase == "fine":
             t0 = time.perf_counter()
-            counts = None
-            if cfg.adaptive_k2:
-                counts = count_objects(geom, feat, cb.coarse_ids, inputs, labels, cfg, backend)  # type: ignore[arg-type]
-            cb.init_fine(feat.detach(), counts)
+            counts = occurrence = None
+            if cfg.adaptive_k2 or cfg.occurrence_gate:
+                counts, occurrence = count_objects(
+                    geom, feat, cb.coarse_ids, inputs, labels, cfg, backend  # type: ignore[arg-type]
+                )
+            cb.init_fine(feat.detach(), counts if cfg.adaptive_k2 else None, occurrence)
             timings["adaptive_k2_s"] = time.perf_counter() - t0
 
     ema: dict[str, float] = {}
@@ -376,7 +422,9 @@ def train_stage2(
         else:
             root = cb.fine_step(feat, step - n_c, 0)
             members = (cb.coarse_ids == root).nonzero().flatten()  # type: ignore[union-attr]
-            if members.numel() == 0:
+            gated = cfg.occurrence_gate and not bool(cb.occurrence[i, root])  # type: ignore[index]
+            if members.numel() == 0 or gated:
+                timings["fine_steps_without_loss"] = timings.get("fine_steps_without_loss", 0) + 1
                 return {"phase": phase, "root": root, "loss": ema.get(phase, float("nan"))}
             fq = cb.quantize_fine(feat)[members]  # [n_r,6]
             out = geom.render(
@@ -384,7 +432,13 @@ def train_stage2(
             )
             kind = "mse"
         sil = out.alpha[0] > cfg.silhouette  # [H,W]
-        if not bool(sil.any()):  # nothing of it visible in this view: no update
+        if not coarse and cfg.occurrence_gate:  # the code: the root is visible when alpha > 0.8
+            seen = float(out.alpha.detach().max()) > cfg.k2_visible_alpha
+        else:
+            seen = bool(sil.any())
+        if not seen:  # nothing of it visible in this view: no update
+            key = "coarse_steps_without_loss" if coarse else "fine_steps_without_loss"
+            timings[key] = timings.get(key, 0) + 1
             return {"phase": phase, "root": root, "loss": ema.get(phase, float("nan"))}
         loss = pseudo_feature_loss(out.image, pmap, sil, kind)
         if not torch.isfinite(loss):
@@ -400,7 +454,7 @@ def train_stage2(
     if not finished:
         return model, cb
 
-    save_codebook(run.path / CODEBOOK_FILE, cb)
+    save_codebook(run.path / CODEBOOK_FILE, cb, names)
     assert cb.leaf_ids is not None and cb.leaf_k is not None
     sentinel = int((cb.leaf_ids == cfg.codebook.num_leaves).sum())
     renders = save_feature_renders(
@@ -418,7 +472,15 @@ def train_stage2(
             "coarse_iterations": n_c,
             "fine_iterations": n_f,
             "train_seconds": round(seconds, 3),
-            **{k: round(v, 3) for k, v in timings.items()},
+            **{k: round(v, 3) for k, v in timings.items() if k.endswith("_s")},
+            "coarse_steps_without_loss": int(timings.get("coarse_steps_without_loss", 0)),
+            "fine_steps_without_loss": int(timings.get("fine_steps_without_loss", 0)),
+            "empty_clusters": cfg.codebook.empty_clusters,
+            "occurrence_gate": cfg.occurrence_gate,
+            "coarse_used": int(torch.unique(cb.coarse_ids).numel()),  # type: ignore[arg-type]
+            "views_with_occurrence": None
+            if cb.occurrence is None
+            else [int(x) for x in cb.occurrence.sum(0).tolist()],
             "k1": cfg.codebook.k1,
             "k2": cfg.codebook.k2,
             "leaf_k": cb.leaf_k.tolist(),

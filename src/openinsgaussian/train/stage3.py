@@ -1,7 +1,8 @@
 """Stage 3: 3D-2D association and language binding, training-free (METHOD §5).
 
 For every training view the leaves of the fine codebook are matched to the view's pseudo masks
-(those of the fine-stage construction, with their pseudo features) by the joint score
+(rebuilt from the final continuous features, as the code's ``construct_pseudo_ins_feat`` does for
+stage 3, or those of the fine-stage construction) by the joint score
 ``IoU * (1 - L1 feature distance)`` (accepted above 0.2); the language feature of the matched
 mask is collected per leaf and view, and the views are fused per leaf by the mean (OpenGaussian)
 or by cosine-softmax attention around the mean (OpenInsGaussian, the default).
@@ -23,6 +24,9 @@ goes to the larger weight), while a per-leaf render also counts the pixels that 
 behind others, and its alpha comes from the leaf alone. Leaf eligibility differs too: at least 10
 dominated pixels (one pass) against at least 10 visible Gaussians (per leaf). Both then use the
 same score and threshold.
+
+Occurrence gate (the public code, ``occurrence_gate``): the leaves of coarse cluster r are not
+matched in a view where the adaptive-k2 pass of stage 2 flagged r absent (``bClusterOccur``).
 
 Output: ``instances.npz`` (see :mod:`openinsgaussian.run.instances`) written atomically, and
 ``metrics/stage3.json``.
@@ -57,13 +61,21 @@ from ..instances.losses import to_render_space
 from ..instances.pseudo import ids_to_masks
 from ..io import write_json
 from ..render import Backend
-from ..render.projection import project_gaussians
 from ..splats.gaussians import GaussianModel
 from .feature_stage import FrozenGeometry
 from .inputs import TrainingInputs, ViewInputs
 from ..run.directory import RunDir
 from ..run.serialize import config_hash
-from .stage2 import Stage2Config, ViewPseudo, build_pseudo, load_pseudo, mask_areas, pseudo_path
+from .stage2 import (
+    CODEBOOK_FILE,
+    Stage2Config,
+    ViewPseudo,
+    build_pseudo,
+    codebook_views,
+    load_pseudo,
+    mask_areas,
+    pseudo_path,
+)
 
 STAGE = "stage3"
 
@@ -86,9 +98,12 @@ class Stage3Config:
     one_pass: the full render, on pixels the leaf dominates)."""
     min_leaf_gaussians: int = 10
     """per_leaf: leaves with fewer Gaussians visible in the view are skipped."""
-    pseudo: Literal["fine_stage", "recompute"] = "fine_stage"
-    """Pseudo masks/features: those of the fine-stage construction (saved by stage 2), or rebuilt
-    from the final continuous features."""
+    pseudo: Literal["fine_stage", "recompute"] = "recompute"
+    """Pseudo masks/features: rebuilt from the final continuous features (the public code), or
+    those of the fine-stage construction (saved by stage 2)."""
+    occurrence_gate: bool = True
+    """The public code: leaves of a coarse cluster are not matched in views where stage 2's
+    adaptive-k2 pass flagged that cluster absent. False: every view is tried."""
     save_match_info: bool = True
     """Store the [leaves, views, 3] match table in instances.npz."""
     progress: bool = True
@@ -111,10 +126,12 @@ def one_pass_view(
     pseudo: ViewPseudo,
     cfg: Stage3Config,
     backend: Backend = "auto",
+    allowed: Tensor | None = None,
 ) -> ViewMatch:
     """Match every leaf in one view from one render with top-contributor ids.
 
-    ``feats [N, 6]`` render-space continuous features, ``leaf_ids [N]`` (``num_leaves`` = none).
+    ``feats [N, 6]`` render-space continuous features, ``leaf_ids [N]`` (``num_leaves`` = none),
+    ``allowed [L]`` bool leaves that may match in this view (the occurrence gate; None: all).
     """
     out = geom.render(feats, camera, backend=backend, return_ids=True)
     top = out.top_id  # [H,W] Gaussian index, -1 = none
@@ -122,7 +139,7 @@ def one_pass_view(
     solid = (top >= 0) & (out.alpha[0] > cfg.leaf_silhouette)  # the faint fringe belongs to no leaf
     leaf_map = torch.where(solid, leaf_ids[top.clamp(min=0)], torch.full_like(top, -1))  # [H,W]
     dev = feats.device
-    return associate_view(
+    match = associate_view(
         leaf_map,
         pseudo.kept_ids(view, dev),
         pseudo.feats_with_dummy(dev),
@@ -130,6 +147,15 @@ def one_pass_view(
         feat_map=out.image,
         min_pixels=cfg.min_leaf_pixels,
         score_thresh=cfg.score_thresh,
+    )
+    if allowed is None:
+        return match
+    ok = match.matched & allowed.to(dev)
+    zero = torch.zeros_like(match.match_idx)
+    return ViewMatch(
+        torch.where(ok, match.match_idx, zero),
+        torch.where(ok, match.match_score, torch.zeros_like(match.match_score)),
+        ok,
     )
 
 
@@ -157,18 +183,22 @@ def per_leaf_view(
     pseudo: ViewPseudo,
     cfg: Stage3Config,
     backend: Backend = "auto",
+    allowed: Tensor | None = None,
     groups: LeafGroups | None = None,
 ) -> ViewMatch:
-    """Match every leaf in one view by rendering each leaf alone (the public code's procedure)."""
+    """Match every leaf in one view by rendering each leaf alone (the public code's procedure).
+
+    Leaves with fewer than ``min_leaf_gaussians`` visible Gaussians, or not ``allowed`` (``[L]``
+    bool, the occurrence gate), are not rendered and stay unmatched.
+    """
     dev = feats.device
     groups = groups or LeafGroups(leaf_ids, num_leaves)
-    K, viewmat = camera.to(dev, geom.means.dtype)
-    proj = project_gaussians(
-        geom.means, geom.quats, geom.scales, viewmat, K, camera.width, camera.height
-    )
-    visible = proj.radii > 0  # [N]
+    visible = geom.visible(camera)  # [N]
     vis_count = torch.bincount(leaf_ids[visible], minlength=num_leaves + 1)[:num_leaves]  # [L]
-    eligible = (vis_count >= cfg.min_leaf_gaussians).nonzero().flatten()  # [L']
+    ok = vis_count >= cfg.min_leaf_gaussians
+    if allowed is not None:
+        ok &= allowed.to(dev)
+    eligible = ok.nonzero().flatten()  # [L']
     if eligible.numel() == 0:
         zeros = torch.zeros(num_leaves, dtype=torch.long, device=dev)
         return ViewMatch(zeros, torch.zeros(num_leaves, device=dev), zeros.bool())
@@ -193,6 +223,28 @@ def per_leaf_view(
 
 
 # ---- the stage ----------------------------------------------------------------------------------
+def gate_occurrence(run: RunDir, cb: TwoLevelCodebook, names: list[str]) -> Tensor:
+    """``[V, k1]`` occurrence flags of stage 2 for the training views ``names`` (in order)."""
+    cb_file = run.path / CODEBOOK_FILE
+    if cb.occurrence is None:
+        raise RunError(
+            f"{cb_file}: holds no per-view occurrence flags (made by an older version or with "
+            "the adaptive-k2 pass off); re-run stage 2 or set stage3.occurrence_gate=false"
+        )
+    views = codebook_views(cb_file) if cb_file.is_file() else None
+    if views is not None and views != list(names):
+        raise RunError(
+            f"{cb_file}: the occurrence flags were computed on other training views "
+            f"({len(views)} then, {len(names)} now); re-run stage 2"
+        )
+    if cb.occurrence.shape[0] != len(names):
+        raise RunError(
+            f"{cb_file}: occurrence flags for {cb.occurrence.shape[0]} views, "
+            f"{len(names)} training views now; re-run stage 2"
+        )
+    return cb.occurrence
+
+
 def stage3_done(run: RunDir) -> bool:
     return run.metrics_path(STAGE).is_file() and run.instances.is_file()
 
@@ -204,8 +256,12 @@ def associate_views(
     pseudo: list[ViewPseudo],
     cfg: Stage3Config,
     backend: Backend = "auto",
+    occurrence: Tensor | None = None,
 ) -> tuple[AssociationAccumulator, float]:
-    """Run the association over every training view; ``(accumulator, seconds)``."""
+    """Run the association over every training view; ``(accumulator, seconds)``.
+
+    ``occurrence [V, k1]`` bool: coarse clusters present per view (the occurrence gate), or None.
+    """
     if cb.leaf_ids is None:
         raise RunError("stage 3 needs the fine codebook (run stage 2 first)")
     geom = FrozenGeometry(model)
@@ -214,6 +270,7 @@ def associate_views(
     leaf_ids = cb.leaf_ids.to(feats.device)
     groups = LeafGroups(leaf_ids, L) if cfg.association == "per_leaf" else None
     acc = AssociationAccumulator(L, inputs.dim, store_views=cfg.aggregation == "attention")
+    roots = torch.arange(L, device=feats.device) // cb.cfg.k2  # [L] coarse id of every leaf
     t0 = time.perf_counter()
     for i in tqdm(
         range(len(inputs)),
@@ -231,6 +288,7 @@ def associate_views(
             pseudo[i],
             cfg,
             backend,
+            None if occurrence is None else occurrence[i].to(feats.device)[roots],
         )
         match = (
             one_pass_view(*args)
@@ -295,7 +353,8 @@ def train_stage3(
                 "or set stage3.pseudo=recompute"
             )
     pseudo_s = time.perf_counter() - t0
-    acc, assoc_s = associate_views(model, cb, inputs, pseudo, cfg, backend)
+    occurrence = gate_occurrence(run, cb, names) if cfg.occurrence_gate else None
+    acc, assoc_s = associate_views(model, cb, inputs, pseudo, cfg, backend, occurrence)
     t1 = time.perf_counter()
     leaf_feat = (
         acc.attention_features() if cfg.aggregation == "attention" else acc.mean_features()
@@ -314,6 +373,7 @@ def train_stage3(
         "views": len(inputs),
         "score_thresh": cfg.score_thresh,
         "pseudo": pseudo_src,
+        "occurrence_gate": cfg.occurrence_gate,
         "stage3_config_hash": h,
     }
     inst = Instances(
@@ -346,6 +406,10 @@ def train_stage3(
                 "leaves_matched_1plus": int((occ >= 1).sum()),
                 "leaves_matched_2plus": int((occ >= 2).sum()),
                 "pseudo": pseudo_src,
+                "occurrence_gate": cfg.occurrence_gate,
+                "root_view_pairs_gated": None
+                if occurrence is None
+                else int((~occurrence).sum()),
                 "pseudo_seconds": round(pseudo_s, 3),
                 "association_seconds": round(assoc_s, 3),
                 "aggregation_seconds": round(aggregate_s, 4),
