@@ -148,7 +148,7 @@ class Run:
 
         >>> run = oig.open_run(RUN)
         >>> sel = run.query("wall")
-        >>> sel.found, sel.n_gaussians > 0, sel.leaves[0] == sel.best_leaf
+        >>> sel.found, sel.n_gaussians > 0, int(sel.leaves[0]) == sel.best_leaf
         (True, True, True)
         >>> sorted(sel.obb.to_json())
         ['axes', 'center', 'extent']
@@ -265,7 +265,8 @@ class TrainResult:
     config: PipelineConfig
     """The config it ran with (also in ``RUN/config.yml``)."""
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """``metrics/pipeline.json``: per stage ``seconds`` and ``skipped`` (finished earlier)."""
+    """What this call did per step (``inputs``, ``stage0`` .. ``stage3``): ``seconds`` and
+    ``skipped`` (finished earlier); ``metrics/pipeline.json`` also keeps each stage's last run."""
     seconds: float = 0.0
     """Wall time of this call."""
 
@@ -309,7 +310,7 @@ def train(
                       **overrides)
 
     timing = rd.metrics_path("pipeline")
-    stages_done = json.loads(timing.read_text()).get("stages", {}) if timing.is_file() else {}
+    stages_done = json.loads(timing.read_text()).get("last_call", {}) if timing.is_file() else {}
     return TrainResult(run=rd.path, config=read_pipeline_config(rd), stages=stages_done,
                        seconds=time.perf_counter() - t0)
 

@@ -152,7 +152,8 @@ def _print_demo(res) -> None:
     )
     console.print(
         f"wall time of this call {res.seconds:.0f}s (data {res.data_seconds:.0f}s, training "
-        f"{res.train_seconds:.0f}s)" + (f"; stages when they ran: {times}" if times else "")
+        f"{res.train_seconds:.0f}s)"
+        + (f"; stages run now: {times}" if times else "; every stage finished earlier")
     )
     print(f'next: openins query {res.run} "chair"   |   openins instances {res.run}   |   '
           f"openins view {res.run}  (web viewer)")

@@ -46,7 +46,7 @@ class DemoResult:
     outputs: dict[str, Path | None] = field(default_factory=dict)
     """Where things are: name -> path."""
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """``metrics/pipeline.json``: seconds per stage when it ran."""
+    """What this call's training did per step: ``seconds`` and ``skipped`` (finished earlier)."""
     seconds: float = 0.0
     data_seconds: float = 0.0
     train_seconds: float = 0.0

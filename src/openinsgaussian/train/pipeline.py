@@ -467,13 +467,16 @@ def run_pipeline(
         except (OSError, ValueError):
             timings = {}
 
+    this_call: dict[str, Any] = {}  # what this call did ("stages" keeps each stage's last run)
+
     def record(stage: str, seconds: float, skipped: bool) -> None:
-        if skipped and stage in timings:
-            return
-        timings[stage] = {"seconds": round(seconds, 3), "skipped": skipped}
+        this_call[stage] = {"seconds": round(seconds, 3), "skipped": skipped}
+        if not (skipped and stage in timings):
+            timings[stage] = this_call[stage]
         write_json(
             timing_path,
-            {"preset": cfg.preset, "seed": cfg.seed, "device": str(device), "stages": timings},
+            {"preset": cfg.preset, "seed": cfg.seed, "device": str(device), "stages": timings,
+             "last_call": this_call},
         )
 
     todo = [s for s in selected if not stage_done(rd, s, cfg)]
