@@ -275,3 +275,44 @@ def test_two_thread_training_is_bitwise_reproducible(tmp_path):
     assert inst_a.files == inst_b.files
     for k in inst_a.files:
         assert np.array_equal(inst_a[k], inst_b[k]), k
+
+
+def test_every_accepted_override_takes_effect_or_is_refused(tmp_path):
+    """The stage copies of the top-level seed / device / backend / progress cannot be set apart:
+    an override that resolve_config would overwrite is refused, one that agrees is a no-op, and
+    the top-level field reaches every copy."""
+    from openinsgaussian.train.pipeline import DERIVED_FIELDS, PipelineConfig, compose_config
+
+    rd = RunDir(tmp_path / "run")
+    cfg, _ = compose_config(rd, tmp_path / "room", "synthetic", False, overrides={"seed": 3})
+    assert cfg.seed == cfg.stage0.seed == cfg.stage2.codebook.seed == 3
+    for key, top in DERIVED_FIELDS.items():
+        value = {"seed": 7, "device": "cuda", "backend": "reference", "progress": False}[top]
+        with pytest.raises(ConfigError, match=rf"{key}.*follows the top-level '{top}'"):
+            compose_config(rd, tmp_path / "room", "synthetic", False, overrides={key: value})
+    same, _ = compose_config(rd, tmp_path / "room", "synthetic", False,
+                             overrides={"stage0.seed": 0, "stage2__codebook__seed": 0})
+    assert same.stage0.seed == 0
+    both, _ = compose_config(rd, tmp_path / "room", "synthetic", False,
+                             overrides={"seed": 5, "stage0.seed": 5})
+    assert both.stage0.seed == both.stage2.codebook.seed == 5
+    # a whole config object with a stage copy set apart is refused too
+    from dataclasses import replace
+
+    base = pipeline_preset("synthetic")
+    bad = replace(base, stage0=replace(base.stage0, seed=4))
+    with pytest.raises(ConfigError, match="stage0.seed = 4.*top-level 'seed'"):
+        compose_config(rd, tmp_path / "room", "synthetic", False, config=bad)
+    assert isinstance(compose_config(rd, tmp_path / "room", "synthetic", False,
+                                     config=replace(bad, seed=4))[0], PipelineConfig)
+
+
+def test_a_started_run_refuses_another_progress_setting(finished, room):
+    from openinsgaussian.train.pipeline import compose_config
+
+    rd = RunDir(finished)
+    saved = compose_config(rd, room, "synthetic", True)[1]
+    with pytest.raises(ConfigError, match="keeps its own progress setting"):
+        compose_config(rd, room, "synthetic", True, overrides={"progress": not saved.progress})
+    kept, _ = compose_config(rd, room, "synthetic", True, overrides={"progress": saved.progress})
+    assert kept.progress == saved.progress

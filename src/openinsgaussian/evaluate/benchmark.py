@@ -475,7 +475,9 @@ def _train_and_eval(
     from ..train.pipeline import run_pipeline
     from .run import run_eval
 
-    ov: dict[str, Any] = {"seed": seed, "progress": progress}
+    ov: dict[str, Any] = {"seed": seed}
+    if not (job.run / "config.yml").is_file():
+        ov["progress"] = progress  # a started run keeps its saved setting
     if job.synth is not None and job.masks != "ground_truth":
         cache = job.data / f"language_features_{job.masks}"  # one cache per mask source
         ov |= {"inputs.masks": job.masks, "inputs.cache": str(cache)}

@@ -379,6 +379,14 @@ def compose_config(
         dotted = _normalise_overrides(overrides)
         base = apply_overrides(base, dotted)
         check_derived_overrides(base, dotted)
+    if saved is not None and overrides:
+        asked = _normalise_overrides(overrides).get("progress")
+        if asked is not None and bool(asked) != saved.progress:
+            raise ConfigError(
+                f"override 'progress={asked!r}': {run.config_path} was saved with "
+                f"progress={saved.progress} and a run keeps its own progress setting (it is part "
+                "of its saved stage configs); leave progress out or use a new run directory"
+            )
     cfg = resolve_config(base)
     if saved is not None:
         cfg = resolve_config(replace(cfg, progress=saved.progress))
