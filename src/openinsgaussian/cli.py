@@ -246,7 +246,8 @@ def train(
 
         if set:
             overrides = {k.removeprefix("stage0."): v for k, v in overrides.items()}
-        run_train(data, run, "blender", resume, overrides={"seed": seed, **overrides})
+        run_train(data, run, "blender", resume, overrides={"seed": seed, **overrides},
+                  undistort=undistort)
         print(f"run written to {run}")
         return
     from .api import train as train_scene

@@ -386,12 +386,14 @@ def train_stage0(scene: Scene, run_dir: Path | str, cfg: Stage0Config, resume: b
 
 # ---- entry points for the command line ----------------------------------------------------------
 def run_train(data: Path, run: Path, preset: Preset = "synthetic", resume: bool = False, *,
-              config: Stage0Config | None = None, overrides: dict[str, Any] | None = None) -> GaussianModel:
+              config: Stage0Config | None = None, overrides: dict[str, Any] | None = None,
+              undistort: bool = True) -> GaussianModel:
     """``openins train DATA --preset P [--resume]``: read the scene and run stage 0 into ``run``.
 
     The config is ``config`` if given, else the named preset; ``overrides`` are dotted keys
     (``{"iterations": 500, "densify.stop": 300}``). On resume the run's saved ``config.yml`` is
-    used; a different explicit config is refused.
+    used; a different explicit config is refused. ``undistort``: images of cameras with lens
+    distortion are undistorted first (:func:`~openinsgaussian.data.undistort.undistort_scene`).
     """
     from ..data.load import load_scene
 
@@ -404,7 +406,7 @@ def run_train(data: Path, run: Path, preset: Preset = "synthetic", resume: bool 
         cfg = stage0_preset(preset)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
-    scene = load_scene(Path(data))
+    scene = load_scene(Path(data), undistort=undistort, progress=cfg.progress)
     return train_stage0(scene, rd.path, cfg, resume=resume)
 
 
