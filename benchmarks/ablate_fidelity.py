@@ -112,6 +112,8 @@ def _copy_stage(src: RunDir, dst: RunDir, stage: str) -> None:
         items.append(src.ply)
     if stage == "stage2":
         items.append(src.path / "codebook.npz")
+    if stage == "stage3":
+        items.append(src.instances)
     for item in items:
         if not item.exists():
             continue
@@ -135,10 +137,8 @@ def _load_json(p: Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def _run_variant(
-    data: Path, run: Path, cfg: Any, donors: dict[str, Path], progress: bool
-) -> tuple[dict, dict[str, str]]:
-    """Train (sharing donated stages) and evaluate one variant; returns (row, shared stages)."""
+def _run_variant(data: Path, run: Path, cfg: Any, donors: dict[str, Path]) -> dict:
+    """Train (sharing donated stages) and evaluate one variant; returns its table row."""
     rd = RunDir(run)
     shared: dict[str, str] = {}
     for stage, src in donors.items():
@@ -166,7 +166,7 @@ def _run_variant(
         "train_seconds_this_call": round(train_s, 1),
         "shared_stages": shared,
     }
-    return row, shared
+    return row
 
 
 def _variant_config(base: Any, overrides: dict[str, Any], cache: Path | None) -> Any:
@@ -344,16 +344,22 @@ def main(argv: list[str] | None = None) -> int:
             key = f"synth_{room}_{seed}_{masks}"
             done = rows.setdefault(key, {})
             donors: dict[str, dict[str, Path]] = {}  # stage -> sharing key -> run folder
+            input_hashes: dict[str, str] = {}  # inputs config -> hash of the loaded inputs
             for name in names:
                 ov = dict(VARIANTS[name])
                 ov["inputs.masks"] = masks
                 order = {**REPRODUCTION, **ov}["inputs.paint_order"]
                 cache = scene_dir / f"language_features_{masks}_{order}"  # one per paint order
                 cfg = _variant_config(base, ov, cache)
-                frames = prepare_frames(scene.train_frames, cfg.stage0)
-                inputs = load_training_inputs(scene, frames, cfg.inputs, cfg.seed, args.progress)
-                keys = _stage_keys(cfg, _inputs_hash(inputs))
-                del inputs
+                ikey = json.dumps(dataclass_to_dict(cfg.inputs), sort_keys=True)
+                if ikey not in input_hashes:  # load (or build) each distinct input set once
+                    frames = prepare_frames(scene.train_frames, cfg.stage0)
+                    inputs = load_training_inputs(
+                        scene, frames, cfg.inputs, cfg.seed, args.progress
+                    )
+                    input_hashes[ikey] = _inputs_hash(inputs)
+                    del inputs
+                keys = _stage_keys(cfg, input_hashes[ikey])
                 run = args.work / "runs" / key / _slug(name)
                 use: dict[str, Path] = {}
                 for stage in STAGES:
@@ -365,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                         break
                 if name not in done:
                     print(f"{key} / {name}: sharing {sorted(use)}", flush=True)
-                    row, _ = _run_variant(scene_dir, run, cfg, use, args.progress)
+                    row = _run_variant(scene_dir, run, cfg, use)
                     row["inputs_hash"] = keys["stage1"][:12]
                     done[name] = row
                     m = _metric(row, "scannet19", "miou")

@@ -1,6 +1,10 @@
 """Presets carry METHOD §9's published values; every preset builds."""
 
+import pytest
+
 from openinsgaussian import config
+from openinsgaussian.evaluate import lerf_run
+from openinsgaussian.instances import association
 
 
 def test_every_preset_builds():
@@ -20,10 +24,6 @@ def test_dataset_presets_follow_the_published_schedule():
 
 
 # ---- every documented value of the reproduction presets (METHOD §4, §5, §9) ---------------------
-import pytest  # noqa: E402
-
-from openinsgaussian.evaluate import lerf_run  # noqa: E402
-from openinsgaussian.instances import association  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["scannet", "lerf"])
