@@ -1,5 +1,7 @@
 """Presets carry METHOD §9's published values; every preset builds."""
 
+from dataclasses import replace
+
 import pytest
 
 from openinsgaussian import config
@@ -84,3 +86,40 @@ def test_per_scene_exceptions():
     assert teatime.stage2.codebook.pos_weight == 0.1
     assert config.pipeline_preset("lerf", scene="ramen").stage1.lambda_s == 0.01
     assert config.pipeline_preset("lerf", scene="figurines").stage1.lambda_s == 0.1
+
+
+# ---- our presets: the fixes on ----------------------------------------------------------------------
+
+
+def _value(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["synthetic", "capture"])
+def test_our_presets_turn_every_fix_on(name):
+    cfg, repro = config.pipeline_preset(name), config.pipeline_preset("lerf")
+    assert set(config.FIXES) == {
+        "inputs.paint_order", "inputs.mask_resize", "stage1.keep_empty_masks",
+        "stage2.occurrence_gate", "stage2.codebook.empty_clusters", "stage3.association",
+        "stage3.pseudo", "stage3.occurrence_gate",
+    }
+    for key, fixed in config.FIXES.items():
+        assert _value(cfg, key) == fixed, key
+        # a fix is a change: the reproduction preset keeps the code's other value
+        assert _value(repro, key) != fixed, key
+
+
+def test_capture_is_the_lerf_schedule_with_the_screen_size_prune():
+    cap, lerf = config.pipeline_preset("capture"), config.pipeline_preset("lerf")
+    assert cap.preset == "capture"
+    assert (cap.stage2.codebook.k1, cap.stage2.codebook.k2, cap.stage2.codebook.pos_weight) == (64, 10, 0.5)
+    assert cap.inputs.level == 3 and cap.inputs.masks == "sam" and cap.inputs.language == "clip"
+    assert cap.stage0.densify.max_screen_size == 20.0 and lerf.stage0.densify.max_screen_size == 0.0
+    assert cap.stage0.iterations == lerf.stage0.iterations == 30_000
+    assert cap.query == lerf.query
+    # outside the fixes and the prune, capture is the lerf preset
+    assert replace(cap.stage1, keep_empty_masks=True) == lerf.stage1
+    assert replace(cap.stage0, densify=lerf.stage0.densify) == lerf.stage0
+    assert replace(cap.stage3, association="per_leaf", pseudo="recompute", occurrence_gate=True) == lerf.stage3

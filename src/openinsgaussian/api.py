@@ -295,7 +295,8 @@ def train(
     Args:
         scene: scene folder (COLMAP, ScanNet layout, Blender / nerfstudio transforms).
         run: run directory.
-        preset: ``synthetic``, ``scannet`` or ``lerf`` (per-scene published exceptions applied).
+        preset: ``synthetic``, ``scannet``, ``lerf`` (per-scene published exceptions applied) or
+            ``capture`` (a user's own capture: the LeRF schedule with our fixes).
         resume: continue a run (finished stages are skipped).
         stages: a subset of ``stage0`` .. ``stage3``.
         force: re-run the selected stages.

@@ -216,7 +216,7 @@ def _parse_overrides(items: tuple[str, ...]) -> dict:
 def train(
     data: Annotated[Path, tyro.conf.Positional],
     run: Path = Path("outputs/run"),
-    preset: Literal["synthetic", "scannet", "lerf", "blender"] = "synthetic",
+    preset: Literal["synthetic", "scannet", "lerf", "capture", "blender"] = "synthetic",
     resume: bool = False,
     stage0_only: bool = False,
     force: bool = False,
@@ -229,7 +229,10 @@ def train(
     Args:
         data: Scene folder.
         run: Run directory (config.yml, checkpoints/, metrics/, renders/, point_cloud.ply, instances.npz).
-        preset: Dataset preset (METHOD's schedules and hyper-parameters); blender trains stage 0 only.
+        preset: scannet / lerf reproduce the published code (its schedules, hyper-parameters and
+            behaviours); capture is for your own captures (LeRF schedule, our fixes on);
+            synthetic is the built-in room on a CPU schedule; blender trains stage 0 only
+            (README, "Presets").
         resume: Continue an interrupted run: finished stages are skipped, the interrupted one
             continues from its newest checkpoint.
         stage0_only: Train only the photometric 3DGS stage.

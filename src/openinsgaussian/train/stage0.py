@@ -40,7 +40,7 @@ from .schedule import ExponentialLR
 log = logging.getLogger(__name__)
 
 STAGE = "stage0"
-Preset = Literal["synthetic", "scannet", "lerf", "blender"]
+Preset = Literal["synthetic", "scannet", "lerf", "capture", "blender"]
 
 
 @dataclass
@@ -117,7 +117,10 @@ class Stage0Config:
 
 
 def stage0_preset(name: str) -> Stage0Config:
-    """Named presets: ``synthetic``, ``scannet``, ``lerf``, ``blender``."""
+    """Named presets: ``synthetic``, ``scannet``, ``lerf``, ``capture``, ``blender``.
+
+    ``capture`` is ``lerf`` with 3DGS's 20 px screen-size prune acting (the code never applies it).
+    """
     frozen = DensifyConfig(enabled=False)
     if name == "synthetic":
         # Frozen surface points like ScanNet; short enough for a CPU.
@@ -127,10 +130,12 @@ def stage0_preset(name: str) -> Stage0Config:
     if name == "lerf":
         # the 3DGS code zeroes the screen radii before its 20 px prune test reads them: never fires
         return Stage0Config(iterations=30_000, densify=DensifyConfig(max_screen_size=0.0))
+    if name == "capture":
+        return Stage0Config(iterations=30_000, densify=DensifyConfig())
     if name == "blender":
         return Stage0Config(iterations=30_000, init="random", background=(1.0, 1.0, 1.0),
                             densify=DensifyConfig(reset_at_start=True))
-    raise ConfigError(f"unknown stage-0 preset {name!r}; choose one of synthetic, scannet, lerf, blender")
+    raise ConfigError(f"unknown stage-0 preset {name!r}; choose one of synthetic, scannet, lerf, capture, blender")
 
 
 def resolve_device(name: str) -> torch.device:
