@@ -56,7 +56,6 @@ def test_reproduction_presets_carry_the_public_codes_values(name):
     assert (cfg.inputs.masks, cfg.inputs.language, cfg.inputs.clip_mode) == ("sam", "clip", "fused")
     assert cfg.inputs.clip_alpha == 0.2 and config.PreprocessConfig(data="x").alpha == 0.2
     assert (cfg.inputs.paint_order, cfg.inputs.mask_resize) == ("sam", "stride")
-    assert config.PreprocessConfig(data="x").paint_order == "sam"
     # query / evaluation
     q = cfg.query
     assert (q.min_views_label, q.min_views_select, q.outlier_rule, q.min_after_filter) == (
@@ -109,6 +108,15 @@ def test_our_presets_turn_every_fix_on(name):
         assert _value(cfg, key) == fixed, key
         # a fix is a change: the reproduction preset keeps the code's other value
         assert _value(repro, key) != fixed, key
+
+
+def test_a_plain_preprocess_cache_serves_our_presets():
+    """``openins preprocess`` without options paints the cache as ``synthetic`` / ``capture``
+    train on it (the reproduction presets ask for ``--paint-order sam``)."""
+    default = config.PreprocessConfig(data="x").paint_order
+    assert default == config.InputsConfig().paint_order == "area"
+    for name in ("synthetic", "capture"):
+        assert config.pipeline_preset(name).inputs.paint_order == default
 
 
 def test_capture_is_the_lerf_schedule_with_the_screen_size_prune():

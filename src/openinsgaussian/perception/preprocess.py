@@ -100,10 +100,11 @@ class PreprocessConfig:
     undistort: bool = True
     """Undistort the images of cameras with lens distortion first (OpenCV, cached in
     <scene>/undistorted/), as training does; false keeps the distorted images."""
-    paint_order: Literal["sam", "area"] = "sam"
-    """How overlapping masks of a level are painted into the id map: "sam" = the mask generator's
-    order, later masks over earlier ones (LangSplat); "area" = largest first, so small masks stay
-    on top. Recorded in the cache signature."""
+    paint_order: Literal["sam", "area"] = "area"
+    """How overlapping masks of a level are painted into the id map: "area" = largest first, so
+    small masks stay on top (ours; the synthetic and capture presets); "sam" = the mask
+    generator's order, later masks over earlier ones (LangSplat; the scannet and lerf presets).
+    Recorded in the cache signature."""
     overwrite: bool = False
     """Recompute every entry and replace a cache made with another configuration."""
     progress: bool = True

@@ -62,9 +62,10 @@ class InputsConfig:
     """Oracle, direct source only: fraction of views whose masks all get wrong classes."""
     preprocess_device: str = "auto"
     """Device of SAM / CLIP when building the cache."""
-    paint_order: Literal["sam", "area"] = "sam"
-    """Painting order of overlapping masks in the cache (LangSplat: "sam"); a cache written with
-    the other order is refused."""
+    paint_order: Literal["sam", "area"] = "area"
+    """Painting order of overlapping masks in the cache ("area": largest first, ours; "sam":
+    LangSplat's, used by the reproduction presets); a cache written with the other order is
+    refused."""
     mask_resize: Literal["stride", "centre"] = "stride"
     """How cached id maps are brought to the training size: "stride" = every s-th pixel from the
     first when the size ratio is an integer s (the public code's ``sam_mask[:, ::s, ::s]``), else
