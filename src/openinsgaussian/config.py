@@ -16,19 +16,23 @@ are used); this module is the index a user or a script imports from. Presets:
 
 from __future__ import annotations
 
+from typing import get_args
+
 from .data.synthetic import SynthConfig
 from .data.synthetic_lerf import LerfLayoutConfig
 from .perception.preprocess import PreprocessConfig
 from .run.query_config import QueryConfig
 from .splats.densify import DensifyConfig
 from .train.inputs import InputsConfig
-from .train.pipeline import FIXES, PRESETS as PIPELINE_PRESETS, SCENE_OVERRIDES, PipelineConfig, pipeline_preset
+from .train.pipeline import FIXES, SCENE_OVERRIDES, PipelineConfig, pipeline_preset
+from .train.pipeline import PRESETS as PIPELINE_PRESETS
+from .train.stage0 import Preset as _Stage0Preset
 from .train.stage0 import Stage0Config, stage0_preset
 from .train.stage1 import Stage1Config
 from .train.stage2 import Stage2Config
 from .train.stage3 import Stage3Config
 
-STAGE0_PRESETS = ("synthetic", "scannet", "lerf", "capture", "blender")
+STAGE0_PRESETS: tuple[str, ...] = get_args(_Stage0Preset)
 
 __all__ = [
     "FIXES",

@@ -15,7 +15,7 @@ import platform
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -135,7 +135,7 @@ def stage0_preset(name: str) -> Stage0Config:
     if name == "blender":
         return Stage0Config(iterations=30_000, init="random", background=(1.0, 1.0, 1.0),
                             densify=DensifyConfig(reset_at_start=True))
-    raise ConfigError(f"unknown stage-0 preset {name!r}; choose one of synthetic, scannet, lerf, capture, blender")
+    raise ConfigError(f"unknown stage-0 preset {name!r}; choose one of {', '.join(get_args(Preset))}")
 
 
 def resolve_device(name: str) -> torch.device:
